@@ -1,0 +1,28 @@
+"""The ``computed`` command."""
+
+from __future__ import annotations
+
+import click
+
+from computed import __version__
+from computed.settings import Settings, SettingsError
+
+from .image import image
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="computed")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """computed: self-hosted, EC2-style virtual machines on libvirt/QEMU."""
+    try:
+        ctx.obj = Settings.load()
+    except SettingsError as e:
+        raise click.ClickException(str(e)) from None
+
+
+cli.add_command(image)
+
+
+def main() -> None:
+    cli(prog_name="computed")

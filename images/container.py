@@ -1,0 +1,88 @@
+"""The container image preloaded into guests, made from Debian packages with no registry.
+
+mmdebstrap extracts the recipe's packages (``busybox-static`` by default) into a directory;
+this module writes that tree as a one-layer ``docker-archive`` (the format of
+``docker save``), which both ``podman load`` and ``docker load`` read. Timestamps and
+ownership are fixed, so the same packages always give the same image id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+EPOCH = "1970-01-01T00:00:00Z"
+PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def layer_tar(rootfs: Path, dest: Path) -> str:
+    """Write ROOTFS as a reproducible tar; return its sha256 (the layer's diff id)."""
+    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tar:
+        for path in _walk(rootfs):
+            info = tar.gettarinfo(str(path), arcname=str(path.relative_to(rootfs)))
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            if info.isreg():
+                with path.open("rb") as f:
+                    tar.addfile(info, f)
+            else:
+                tar.addfile(info)
+    return _sha256(dest)
+
+
+def _walk(root: Path):
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        here = Path(dirpath)
+        if here != root:
+            yield here
+        for name in sorted(filenames):
+            yield here / name
+
+
+def write_archive(rootfs: Path, reference: str, command: list[str], dest: Path, created_by: str) -> str:
+    """Write a docker-archive of ROOTFS tagged REFERENCE at DEST; return the image id."""
+    layer = dest.with_suffix(".layer.tar")
+    diff_id = layer_tar(rootfs, layer)
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": EPOCH,
+        "config": {"Env": [PATH_ENV], "Cmd": command, "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]},
+        "history": [{"created": EPOCH, "created_by": created_by}],
+    }
+    config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    image_id = hashlib.sha256(config_bytes).hexdigest()
+    manifest = [{"Config": f"{image_id}.json", "RepoTags": [reference], "Layers": [f"{diff_id}/layer.tar"]}]
+    try:
+        with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tar:
+            _add_bytes(tar, f"{image_id}.json", config_bytes)
+            info = tar.gettarinfo(str(layer), arcname=f"{diff_id}/layer.tar")
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "root", "root"
+            with layer.open("rb") as f:
+                tar.addfile(info, f)
+            _add_bytes(tar, "manifest.json", json.dumps(manifest).encode())
+    finally:
+        layer.unlink(missing_ok=True)
+    return image_id
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
