@@ -163,7 +163,7 @@ class Builder:
         rootfs = work / "container-rootfs"
         log.run(["mmdebstrap", "--variant=extract", "--include=" + ",".join(spec["packages"]),
                  *self._mmdebstrap_common(), recipe.suite, str(rootfs), *self._mirror()])
-        _finish_container_rootfs(rootfs, log)
+        container.finish_rootfs(rootfs, log.run)
         archive = work / (spec["name"].replace("/", "_").replace(":", "_") + ".tar")
         container.write_archive(rootfs, spec["name"], spec["command"], archive,
                                 created_by=f"computed image build: Debian {recipe.suite} {' '.join(spec['packages'])}")
@@ -229,23 +229,6 @@ class _Log:
                 raise
         if rc != 0:
             raise BuildError(f"{cmd[0]} exited with status {rc}")
-
-
-def _finish_container_rootfs(rootfs: Path, log: _Log) -> None:
-    """A runnable busybox tree: applet links, the users every runtime expects, empty dirs."""
-    busybox = next((p for p in ("bin/busybox", "usr/bin/busybox") if (rootfs / p).is_file()), None)
-    if busybox is None:
-        raise BuildError("the container image has no busybox binary (is busybox-static in its packages?)")
-    log.run(["chroot", str(rootfs), "/" + busybox, "--install", "-s"])
-    for d in ("tmp", "var/tmp"):
-        (rootfs / d).mkdir(parents=True, exist_ok=True)
-        os.chmod(rootfs / d, 0o1777)
-    for d in ("proc", "sys", "dev", "etc", "root", "run"):
-        (rootfs / d).mkdir(exist_ok=True)
-    (rootfs / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
-    (rootfs / "etc/group").write_text("root:x:0:\nnogroup:x:65534:\n")
-    for junk in ("var/lib/dpkg", "var/cache/apt", "var/lib/apt", "etc/apt", "var/log"):
-        shutil.rmtree(rootfs / junk, ignore_errors=True)
 
 
 def _copy_boot_files(rootfs: Path, dest: Path) -> tuple[str, Path, Path]:

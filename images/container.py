@@ -12,11 +12,37 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 from pathlib import Path
+from typing import Callable
 
 EPOCH = "1970-01-01T00:00:00Z"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def finish_rootfs(rootfs: Path, run: Callable[[list[str]], None]) -> None:
+    """A runnable busybox tree: applet links, the users every runtime expects, empty dirs."""
+    busybox = next((p for p in ("bin/busybox", "usr/bin/busybox") if (rootfs / p).is_file()), None)
+    if busybox is None:
+        raise ValueError("the container image has no busybox binary (is busybox-static in its packages?)")
+    run(["chroot", str(rootfs), "/" + busybox, "--install", "-s"])
+    for d in ("tmp", "var/tmp"):
+        (rootfs / d).mkdir(parents=True, exist_ok=True)
+        os.chmod(rootfs / d, 0o1777)
+    for d in ("proc", "sys", "dev", "etc", "root", "run"):
+        (rootfs / d).mkdir(exist_ok=True)
+    # Everything a runtime mounts over or links at exists already: rootless Podman reads the
+    # preloaded store, where this tree is owned by the host's root, so a rootless container
+    # cannot create these itself.
+    for f in ("etc/hosts", "etc/hostname", "etc/resolv.conf", "run/.containerenv"):
+        (rootfs / f).touch()
+    (rootfs / "etc/mtab").unlink(missing_ok=True)
+    (rootfs / "etc/mtab").symlink_to("/proc/mounts")
+    (rootfs / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
+    (rootfs / "etc/group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    for junk in ("var/lib/dpkg", "var/cache/apt", "var/lib/apt", "etc/apt", "var/log"):
+        shutil.rmtree(rootfs / junk, ignore_errors=True)
 
 
 def layer_tar(rootfs: Path, dest: Path) -> str:

@@ -107,7 +107,9 @@ def preload_podman(rootfs: Path, archive: Path) -> None:
     finally:
         (rootfs / inside.relative_to("/")).unlink()
         shutil.rmtree(rootfs / "run/computed-build-podman", ignore_errors=True)
-    share_store(rootfs / PRELOAD_STORE.lstrip("/"))
+    store = rootfs / PRELOAD_STORE.lstrip("/")
+    share_store(store)
+    os.chmod(store.parent, 0o755)  # podman made /usr/lib/containers 0700 too
 
 
 def share_store(store: Path) -> None:

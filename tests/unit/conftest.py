@@ -1,0 +1,77 @@
+"""Shared helpers for the unit tests: fake (but complete and checksummed) image builds."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from images.manifest import Manifest, describe_artifact
+from images.store import ImageStore, StoredImage
+
+
+def fake_hash(seed: str) -> str:
+    """A recipe hash ("sha256:" + 64 hex digits) derived from SEED."""
+    return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
+
+
+def write_fake_build(directory: Path, name: str = "testimg", recipe_hash: str | None = None,
+                     version: str = "1.0.0") -> Manifest:
+    """Small artifact files and their manifest in DIRECTORY, as a real build leaves them."""
+    recipe_hash = recipe_hash or fake_hash(name)
+    files = {
+        "disk": ("disk.qcow2", b"QFI\xfb fake disk for " + name.encode()),
+        "kernel": ("vmlinuz", b"fake kernel"),
+        "initrd": ("initrd.img", b"fake initrd"),
+        "packages": ("packages.txt", b"podman\t4.3.1+ds1-8+deb12u1\n"),
+    }
+    for file, content in files.values():
+        (directory / file).write_bytes(content)
+    manifest = Manifest(
+        name=name, version=version, description="a fake image", recipe_hash=recipe_hash,
+        built_at="2024-01-01T00:00:00Z", build_seconds=1.0, suite="bookworm", architecture="amd64",
+        boot="fast", kernel_version="6.1.0-test-cloud-amd64", kernel_cmdline="root=/dev/vda",
+        default_user="debian",
+        container_engine={"name": "podman", "package": "podman", "version": "4.3.1+ds1-8+deb12u1"},
+        container_image="computed/busybox:latest", packages_installed=1,
+        artifacts={role: describe_artifact(directory / file) for role, (file, _) in files.items()},
+    )
+    manifest.write(directory)
+    return manifest
+
+
+@pytest.fixture
+def publish_fake():
+    """publish_fake(store, name, recipe_hash=None) -> StoredImage: a fake build, published."""
+
+    def publish(store: ImageStore, name: str = "testimg", recipe_hash: str | None = None) -> StoredImage:
+        with store.lock(name), store.staging(name) as staging:
+            write_fake_build(staging, name, recipe_hash)
+            return store.publish(staging)
+
+    return publish
+
+
+@pytest.fixture(autouse=True)
+def no_real_builds(monkeypatch):
+    """Unit tests never run mmdebstrap, chroot or mkfs, whatever a bug makes the code under test do."""
+    import images.builder
+
+    def refuse(*args, **kwargs):
+        pytest.fail("a unit test tried to run a real image build step")
+
+    monkeypatch.setattr(images.builder._Log, "run", refuse)
+    monkeypatch.setattr(images.builder, "make_disk", refuse)
+
+
+@pytest.fixture(name="fake_hash")
+def fake_hash_fixture():
+    """fake_hash(seed) -> "sha256:<64 hex>" (see fake_hash)."""
+    return fake_hash
+
+
+@pytest.fixture
+def fake_build():
+    """fake_build(directory, name, recipe_hash=None) -> Manifest (see write_fake_build)."""
+    return write_fake_build

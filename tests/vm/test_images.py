@@ -1,0 +1,168 @@
+"""Boot each shipped image the way a user would meet it: a NoCloud seed with a fresh SSH key
+and user data, SSH in with paramiko as the default user, check what cloud-init did, run the
+preloaded container offline, power off. One guest per image, shared by its tests."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+import time
+from dataclasses import dataclass
+
+import paramiko
+import pytest
+
+from computed import cloudinit, ssh
+from images.qemu import QemuGuest
+from images.store import StoredImage
+
+BOOT_TIMEOUT = 300
+
+PODMAN_USER_DATA = textwrap.dedent("""\
+    #cloud-config
+    ssh_authorized_keys:
+      - {key}
+    write_files:
+      - path: /etc/computed-test/greeting
+        content: "hello from write_files <&> 'quoted'\\n"
+        permissions: "0644"
+    runcmd:
+      - [sh, -c, "id -un > /var/tmp/runcmd-ran"]
+    """)
+
+# MIME multipart: a #cloud-config part and a #! script part, as EC2 users often send.
+DOCKER_USER_DATA = textwrap.dedent("""\
+    Content-Type: multipart/mixed; boundary="==BOUNDARY=="
+    MIME-Version: 1.0
+
+    --==BOUNDARY==
+    Content-Type: text/cloud-config; charset="us-ascii"
+
+    #cloud-config
+    write_files:
+      - path: /etc/computed-test/greeting
+        content: "hello from write_files <&> 'quoted'\\n"
+
+    --==BOUNDARY==
+    Content-Type: text/x-shellscript; charset="us-ascii"
+
+    #!/bin/sh
+    echo "script ran as $(id -un)" > /var/tmp/script-ran
+
+    --==BOUNDARY==--
+    """)
+
+
+@dataclass
+class Booted:
+    image: StoredImage
+    guest: QemuGuest
+    client: paramiko.SSHClient
+    policy: ssh.RecordingPolicy
+    keypair: ssh.KeyPair
+    login_seconds: float
+
+    def run(self, command: str, timeout: float = 300) -> str:
+        rc, out, err = ssh.run(self.client, command, timeout=timeout)
+        assert rc == 0, f"{command!r} exited {rc}: {err or out}"
+        return out
+
+
+@pytest.fixture(scope="module", params=["debian-12-podman", "debian-12-docker"])
+def booted(request, built_image, tmp_path_factory):
+    image = built_image(request.param)
+    workdir = tmp_path_factory.mktemp(request.param)
+    keypair = ssh.generate_keypair("computed-test")
+    if image.manifest.container_engine["name"] == "podman":
+        # keys only in user data: the early key step must read #cloud-config
+        meta = cloudinit.meta_data("i-0123456789abcdef0", "node-podman")
+        user_data = PODMAN_USER_DATA.format(key=keypair.public_openssh)
+    else:
+        # keys in meta-data, user data a MIME multipart with a shell script
+        meta = cloudinit.meta_data("i-0fedcba9876543210", "node-docker", [keypair.public_openssh])
+        user_data = DOCKER_USER_DATA
+    seed = cloudinit.write_seed(workdir / "seed.iso", meta, user_data)
+    guest = QemuGuest(image, workdir, seed, vcpus=2, memory_mib=1024, name=request.param).start()
+    policy = ssh.RecordingPolicy()
+    try:
+        client = ssh.wait_for_login("127.0.0.1", guest.ssh_port, image.manifest.default_user, keypair.pkey(),
+                                    time.monotonic() + BOOT_TIMEOUT)
+    except ssh.SSHTimeout:
+        guest.kill()
+        pytest.fail(f"no SSH login within {BOOT_TIMEOUT}s; console:\n{guest.console()[-4000:]}")
+    client.close()
+    client = ssh.connect("127.0.0.1", guest.ssh_port, image.manifest.default_user, keypair.pkey(), policy=policy)
+    login = time.monotonic() - guest.started_at
+    print(f"\n{request.param}: SSH login {login:.1f}s after QEMU started")
+    booted = Booted(image, guest, client, policy, keypair, login)
+    yield booted
+    client.close()
+    guest.kill()
+
+
+def test_cloud_init_ran_user_data(booted):
+    status = booted.run("cloud-init status --wait --long")
+    assert "status: done" in status, status
+    assert booted.run("cat /etc/computed-test/greeting") == "hello from write_files <&> 'quoted'\n"
+    if booted.image.manifest.container_engine["name"] == "podman":
+        assert booted.run("cat /var/tmp/runcmd-ran").strip() == "root"
+    else:
+        assert booted.run("cat /var/tmp/script-ran").strip() == "script ran as root"
+
+
+def test_logged_in_as_default_user_with_sudo(booted):
+    assert booted.run("id -un").strip() == booted.image.manifest.default_user
+    assert booted.run("sudo -n id -u").strip() == "0"
+    hostname = booted.run("cloud-init status --wait >/dev/null; hostname").strip()
+    assert hostname in ("node-podman", "node-docker")
+
+
+def test_sshd_refuses_root_and_passwords(booted):
+    config = booted.run("sudo -n sshd -T")
+    assert "permitrootlogin no" in config
+    assert "passwordauthentication no" in config
+    assert "kbdinteractiveauthentication no" in config
+    with pytest.raises(paramiko.AuthenticationException):
+        ssh.connect("127.0.0.1", booted.guest.ssh_port, "root", booted.keypair.pkey()).close()
+    transport = paramiko.Transport(("127.0.0.1", booted.guest.ssh_port))
+    try:
+        transport.start_client(timeout=30)
+        with pytest.raises(paramiko.BadAuthenticationType) as refused:
+            transport.auth_password(booted.image.manifest.default_user, "password")
+        assert "password" not in refused.value.allowed_types
+    finally:
+        transport.close()
+
+
+def test_host_key_is_this_instances_own_ed25519(booted):
+    seen = booted.policy.seen[f"[127.0.0.1]:{booted.guest.ssh_port}"]
+    assert seen.get_name() == "ssh-ed25519"
+    on_guest = booted.run("cat /etc/ssh/ssh_host_ed25519_key.pub").split()[1]
+    assert seen.get_base64() == on_guest
+
+
+def test_base_disk_holds_no_instance_identity(booted, tmp_path):
+    """Host keys and machine-id are made at first boot, so every instance has its own."""
+    raw = tmp_path / "base.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(booted.image.artifact_path("disk")), str(raw)],
+                   check=True)
+    listing = subprocess.run(["debugfs", "-R", "ls -l /etc/ssh", str(raw)], capture_output=True, text=True,
+                             check=True).stdout
+    assert "sshd_config" in listing
+    assert "ssh_host_" not in listing
+    machine_id = subprocess.run(["debugfs", "-R", "cat /etc/machine-id", str(raw)], capture_output=True,
+                                text=True, check=True).stdout
+    assert machine_id.strip() == ""
+    assert len(booted.run("cat /etc/machine-id").strip()) == 32
+
+
+def test_preloaded_container_runs_offline(booted):
+    manifest = booted.image.manifest
+    engine, reference = manifest.container_engine["name"], manifest.container_image
+    assert booted.run(f"{engine} run --rm {reference} echo hello") == "hello\n"
+    assert booted.run(f"sudo -n {engine} run --rm {reference} echo hello") == "hello\n"
+
+
+def test_powers_off(booted):
+    ssh.run(booted.client, "sudo -n systemctl poweroff", timeout=30)
+    assert booted.guest.wait(120), "the guest did not power off within 120 s"
