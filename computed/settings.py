@@ -45,7 +45,7 @@ class Settings:
         env = os.environ if environ is None else environ
         var_dir = Path(env.get("COMPUTED_VAR_DIR") or default_var_dir())
         config_path = Path(env.get("COMPUTED_CONFIG") or var_dir / "computed.toml")
-        images = _read_config(config_path, explicit="COMPUTED_CONFIG" in env).get("images", {})
+        images = _read_config(config_path, explicit=bool(env.get("COMPUTED_CONFIG"))).get("images", {})
         if not isinstance(images, dict):
             raise SettingsError(f"{config_path}: [images] must be a table")
 

@@ -28,25 +28,12 @@ from rich.console import Console
 from computed.settings import Settings
 
 from . import container
+from .customize import DPKG_OPTIONS, KERNEL_CMDLINE
 from .disk import make_disk
 from .manifest import Manifest, describe_artifact
 from .progress import Progress
 from .recipe import Recipe
-from .store import ImageStore, StoredImage
-
-KERNEL_CMDLINE = {
-    # quiet: under emulation every console line costs; the serial log still gets errors.
-    "fast": "root=/dev/vda rw rootfstype=ext4 console=ttyS0,115200 quiet loglevel=3",
-    "stock": "root=/dev/vda ro console=ttyS0,115200",
-}
-
-# Documentation and translations are not installed: smaller disks, faster builds.
-DPKG_OPTIONS = (
-    "path-exclude=/usr/share/man/*", "path-exclude=/usr/share/info/*",
-    "path-exclude=/usr/share/locale/*", "path-include=/usr/share/locale/locale.alias",
-    "path-exclude=/usr/share/doc/*", "path-include=/usr/share/doc/*/copyright",
-)
-
+from .store import SCRATCH_SEP, ImageStore, StoredImage
 
 class BuildError(RuntimeError):
     def __init__(self, message: str, log: Path | None = None):
@@ -93,13 +80,21 @@ class Builder:
                         with progress.step("publish into the image store"):
                             image = self.store.publish(staging)
                 except (Exception, KeyboardInterrupt) as e:
-                    kept = self.logs / f"{recipe.name}-{time.strftime('%Y%m%dT%H%M%S')}.log"
-                    shutil.copy(log, kept) if log.exists() else None
+                    kept = self._keep_log(recipe.name, log)
                     if isinstance(e, KeyboardInterrupt):
                         raise
-                    raise BuildError(f"building {recipe.name} failed: {e}\n{_tail(kept)}", kept) from e
+                    where = f"\n(full log: {kept})" if kept else ""
+                    raise BuildError(f"building {recipe.name} failed: {e}\n{_tail(kept)}{where}", kept) from e
         self.console.print(f"Built {manifest.name} {manifest.version} in {manifest.build_seconds:.0f}s: {image.path}")
         return BuildResult(image, skipped=False)
+
+    def _keep_log(self, name: str, log: Path) -> Path | None:
+        if not log.exists():
+            return None
+        fd, kept = tempfile.mkstemp(prefix=f"{name}-{time.strftime('%Y%m%dT%H%M%S')}-", suffix=".log", dir=self.logs)
+        os.close(fd)
+        shutil.copy(log, kept)
+        return Path(kept)
 
     # -- the steps ---------------------------------------------------------------------
 
@@ -192,7 +187,7 @@ class Builder:
 
     @contextmanager
     def _workdir(self, name: str) -> Iterator[Path]:
-        path = Path(tempfile.mkdtemp(prefix=f"{name}.", dir=self.cache / "work"))
+        path = Path(tempfile.mkdtemp(prefix=f"{name}{SCRATCH_SEP}", dir=self.cache / "work"))
         try:
             yield path
         finally:
@@ -200,7 +195,7 @@ class Builder:
 
     def _remove_abandoned_work(self, name: str) -> None:
         """Scratch left by a killed build of NAME (we hold NAME's lock: nobody else uses it)."""
-        for path in (self.cache / "work").glob(f"{name}.*"):
+        for path in (self.cache / "work").glob(f"{name}{SCRATCH_SEP}*"):
             remove_tree(path)
 
 
@@ -280,7 +275,9 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _tail(path: Path, lines: int = 25) -> str:
+def _tail(path: Path | None, lines: int = 25) -> str:
+    if path is None:
+        return ""
     try:
         return "".join(path.read_text(errors="replace").splitlines(keepends=True)[-lines:])
     except OSError:

@@ -63,11 +63,14 @@ def layer_tar(rootfs: Path, dest: Path) -> str:
 
 def _walk(root: Path):
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
         here = Path(dirpath)
         if here != root:
             yield here
-        for name in sorted(filenames):
+        # os.walk lists a symlink to a directory among the directories and does not enter
+        # it: it belongs in the layer as the symlink it is.
+        links = [d for d in dirnames if (here / d).is_symlink()]
+        dirnames[:] = sorted(d for d in dirnames if d not in links)
+        for name in sorted(filenames + links):
             yield here / name
 
 

@@ -2,7 +2,7 @@
 
 Runs as an mmdebstrap customize hook (``python -m images.customize PLAN ROOTFS``), while
 /dev, /proc and /sys are mounted in ROOTFS, so commands can run chrooted. PLAN is a JSON
-file written by the builder (see ``builder.customize_plan``).
+file written by the builder (``Builder._customize_plan``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,19 @@ import sys
 from pathlib import Path
 
 from . import GUEST_DIR
+
+KERNEL_CMDLINE = {
+    # quiet: under emulation every console line costs; the serial log still gets errors.
+    "fast": "root=/dev/vda rw rootfstype=ext4 console=ttyS0,115200 quiet loglevel=3",
+    "stock": "root=/dev/vda ro console=ttyS0,115200",
+}
+
+# Documentation and translations are not installed: smaller disks, faster builds.
+DPKG_OPTIONS = (
+    "path-exclude=/usr/share/man/*", "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/locale/*", "path-include=/usr/share/locale/locale.alias",
+    "path-exclude=/usr/share/doc/*", "path-include=/usr/share/doc/*/copyright",
+)
 
 ROOT_LABEL = "computed-root"
 PRELOAD_STORE = "/usr/lib/containers/storage"

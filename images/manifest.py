@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 MANIFEST_FILE = "manifest.json"
 ARTIFACT_ROLES = ("disk", "kernel", "initrd")
-REQUIRED_KEYS = ("name", "version", "recipe_hash", "built_at", "kernel_version", "kernel_cmdline",
-                 "default_user", "container_engine", "container_image", "artifacts")
 
 
 class ManifestError(ValueError):
@@ -78,6 +76,9 @@ class Manifest:
         missing = [k for k in REQUIRED_KEYS if k not in data]
         if missing:
             raise ManifestError(f"{path}: missing {', '.join(missing)}")
+        if not isinstance(data["artifacts"], dict) or not all(
+                isinstance(a, dict) and {"file", "size", "sha256"} <= a.keys() for a in data["artifacts"].values()):
+            raise ManifestError(f"{path}: artifacts must map roles to {{file, size, sha256}}")
         absent = [r for r in ARTIFACT_ROLES if r not in data["artifacts"]]
         if absent:
             raise ManifestError(f"{path}: artifacts lack {', '.join(absent)}")
@@ -96,3 +97,7 @@ class Manifest:
             elif sha256_file(path) != art["sha256"]:
                 problems.append(f"{role}: {path} does not match its sha256")
         return problems
+
+
+#: Keys every manifest must have: the fields without a default.
+REQUIRED_KEYS = tuple(f.name for f in fields(Manifest) if f.default is MISSING and f.default_factory is MISSING)

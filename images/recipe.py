@@ -109,7 +109,10 @@ class Recipe:
         if boot == self.boot:
             return self
         data = self.to_dict() | {"boot": boot, "name": f"{self.name}-{boot}"}
-        return _RecipeSchema().load(data)
+        try:
+            return _RecipeSchema().load(data)
+        except ValidationError as e:
+            raise RecipeError(f"{self.name} with {boot} boot: " + "; ".join(_flatten(e.messages))) from None
 
     @property
     def hash(self) -> str:
@@ -151,7 +154,9 @@ def find(name: str, recipes_dir: Path = RECIPES_DIR) -> Recipe:
     for boot in BOOT_PROFILES:
         base = recipes_dir / f"{name.removesuffix('-' + boot)}.toml"
         if name.endswith("-" + boot) and base.is_file():
-            return load(base).with_boot(boot)
+            recipe = load(base)
+            if recipe.boot != boot:
+                return recipe.with_boot(boot)
     known = ", ".join(available(recipes_dir)) or "none"
     raise RecipeError(f"no recipe named {name!r} (known: {known})")
 

@@ -4,7 +4,7 @@ Layout under the store root (a setting, ``var/images`` by default)::
 
     NAME/BUILD/manifest.json, disk.qcow2, vmlinuz, initrd.img, packages.txt
     NAME/current -> BUILD           (symlink, swapped atomically on publish)
-    .staging/NAME.XXXX/             (a build in progress; never listed)
+    .staging/NAME+XXXX/             (a build in progress; never listed)
     .locks/NAME.lock                (held while NAME is built or removed)
 
 BUILD is the first 12 hex digits of the recipe hash. A build writes into a staging
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -27,6 +28,9 @@ from typing import Iterator
 from .manifest import Manifest, ManifestError
 
 CURRENT = "current"
+#: Separates an image name from a random suffix in scratch names; never part of a name.
+SCRATCH_SEP = "+"
+VALID_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
 
 
 class StoreError(RuntimeError):
@@ -101,7 +105,7 @@ class ImageStore:
     def staging(self, name: str) -> Iterator[Path]:
         """A fresh directory to build NAME's files in; removed on exit unless published.
         The caller must hold ``lock(name)``."""
-        path = Path(tempfile.mkdtemp(prefix=f"{name}.", dir=self._staging))
+        path = Path(tempfile.mkdtemp(prefix=f"{name}{SCRATCH_SEP}", dir=self._staging))
         try:
             yield path
         finally:
@@ -118,9 +122,12 @@ class ImageStore:
         image_dir.mkdir(exist_ok=True)
         build = manifest.recipe_hash.split(":")[-1][:12]
         final = image_dir / build
-        if final.exists():
-            shutil.rmtree(final)
+        aside = None
+        if final.exists():  # a forced rebuild of the same recipe: move the old one aside first
+            aside = Path(tempfile.mkdtemp(prefix=f"{manifest.name}{SCRATCH_SEP}old", dir=self._staging))
+            os.rename(final, aside / build)
         _fsync_tree(staging)
+        os.chmod(staging, 0o755)  # hypervisor users (libvirt's qemu) read base disks
         os.rename(staging, final)
         link_tmp = image_dir / f".{CURRENT}.tmp"
         link_tmp.unlink(missing_ok=True)
@@ -130,15 +137,17 @@ class ImageStore:
         for old in image_dir.iterdir():
             if old.name not in (build, CURRENT) and old.is_dir() and not old.is_symlink():
                 shutil.rmtree(old, ignore_errors=True)
+        if aside:
+            shutil.rmtree(aside, ignore_errors=True)
         return StoredImage(final, manifest)
 
     def remove(self, name: str) -> bool:
         """Remove NAME and all its builds; False if there was no such image."""
         image_dir = self.root / name
-        if name.startswith(".") or "/" in name or not image_dir.is_dir():
+        if not VALID_NAME.match(name) or not image_dir.is_dir():
             return False
         with self.lock(name):
-            trash = Path(tempfile.mkdtemp(prefix=f"{name}.rm.", dir=self._staging))
+            trash = Path(tempfile.mkdtemp(prefix=f"{name}{SCRATCH_SEP}rm", dir=self._staging))
             os.rename(image_dir, trash / name)
             shutil.rmtree(trash)
         return True
@@ -146,7 +155,7 @@ class ImageStore:
     def _remove_abandoned_staging(self) -> None:
         """Remove staging left by builds that died; a build in progress holds its lock."""
         for entry in self._staging.iterdir():
-            name = entry.name.split(".", 1)[0]
+            name = entry.name.split(SCRATCH_SEP, 1)[0]
             with open(self._locks / f"{name}.lock", "w") as f:
                 try:
                     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

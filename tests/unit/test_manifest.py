@@ -54,8 +54,6 @@ def test_no_manifest_file(tmp_path: Path):
         Manifest.read(tmp_path)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="bug: REQUIRED_KEYS omits build_seconds/suite/architecture/boot, so read() raises TypeError")
 def test_missing_non_default_field_is_a_manifest_error(tmp_path: Path, fake_build):
     fake_build(tmp_path)
     data = json.loads((tmp_path / MANIFEST_FILE).read_text())

@@ -91,8 +91,6 @@ def test_bad_config_file(tmp_path: Path, text, message):
         Settings.load({"COMPUTED_VAR_DIR": str(tmp_path)})
 
 
-@pytest.mark.xfail(strict=True, raises=SettingsError,
-                   reason="bug: an empty COMPUTED_CONFIG counts as explicit, so the absent default file is an error")
 def test_empty_config_variable_means_unset(tmp_path: Path):
     s = Settings.load({"COMPUTED_VAR_DIR": str(tmp_path), "COMPUTED_CONFIG": ""})
     assert s.image_store == tmp_path / "images"
