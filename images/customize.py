@@ -51,9 +51,11 @@ def run(rootfs: Path, *cmd: str, **kw) -> subprocess.CompletedProcess:
 
 
 def copy_tree(src: Path, rootfs: Path) -> None:
-    """Copy a guest/ tree into the rootfs, keeping modes; everything owned by root."""
+    """Copy a guest/ tree into the rootfs, keeping modes; everything owned by root. A path
+    part ``dot-NAME`` becomes ``.NAME`` (hidden files do not travel well in Python packages)."""
     for path in sorted(src.rglob("*")):
-        dest = rootfs / path.relative_to(src)
+        parts = path.relative_to(src).parts
+        dest = rootfs.joinpath(*("." + p.removeprefix("dot-") if p.startswith("dot-") else p for p in parts))
         if path.is_dir():
             dest.mkdir(parents=True, exist_ok=True)
             os.chown(dest, 0, 0)

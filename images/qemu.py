@@ -22,10 +22,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def kvm_usable() -> bool:
-    """Whether this host really runs KVM guests. A /dev/kvm that exists is not proof (nested
-    or paravirtual KVM can hang guests), so the accelerator is a choice, TCG by default."""
-    return os.environ.get("COMPUTED_QEMU_ACCEL", "tcg") == "kvm"
+def accelerator() -> str:
+    """QEMU's -accel for direct boots: ``COMPUTED_QEMU_ACCEL`` (kvm | tcg), TCG by default.
+    A /dev/kvm that exists is no proof that KVM runs guests (nested or paravirtual KVM can
+    hang them in the kernel's decompressor), so KVM is chosen, not guessed."""
+    accel = os.environ.get("COMPUTED_QEMU_ACCEL", "tcg")
+    if accel not in ("kvm", "tcg"):
+        raise ValueError(f"COMPUTED_QEMU_ACCEL must be kvm or tcg, not {accel!r}")
+    return "kvm" if accel == "kvm" else "tcg,thread=multi"
 
 
 class QemuGuest:
@@ -36,7 +40,7 @@ class QemuGuest:
         self.seed = seed
         self.vcpus = vcpus
         self.memory_mib = memory_mib
-        self.accel = accel or ("kvm" if kvm_usable() else "tcg,thread=multi")
+        self.accel = accel or accelerator()
         self.name = name
         self.disk = self.workdir / f"{name}.qcow2"
         self.console_log = self.workdir / f"{name}.console.log"

@@ -39,7 +39,8 @@ def build(settings: Settings, name: str | None, default: bool, force: bool) -> N
     except BuildError as e:
         raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:
-        raise click.Abort() from None
+        click.echo(f"build of {recipe.name} interrupted; nothing was left in the image store", err=True)
+        raise SystemExit(130) from None
     if result.skipped:
         click.echo(f"{recipe.name} is up to date ({recipe.hash[:19]}): {result.image.path}", err=True)
 

@@ -17,7 +17,7 @@ from computed import cloudinit, ssh
 from computed.settings import Settings
 from images import recipe as recipes
 from images.builder import Builder
-from images.qemu import QemuGuest
+from images.qemu import QemuGuest, accelerator
 
 USER_DATA = "#cloud-config\nwrite_files:\n  - path: /var/tmp/bench\n    content: ran\n"
 
@@ -58,7 +58,7 @@ def main() -> int:
     images = {"stock": builder.build(tuned_recipe.with_boot("stock")).image,
               "tuned": builder.build(tuned_recipe).image}
     results: dict[str, list[tuple[float, float]]] = {k: [] for k in images}
-    accel = QemuGuest(images["tuned"], Path("/tmp")).accel
+    accel = accelerator()
     print(f"boot benchmark: {args.image}, qemu accel {accel}, {args.vcpus} vCPU, {args.memory} MiB, "
           f"{args.runs} runs each, interleaved", flush=True)
     with tempfile.TemporaryDirectory(prefix="computed-bench-") as tmp:

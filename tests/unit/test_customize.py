@@ -5,6 +5,7 @@ from pathlib import Path
 
 import yaml
 
+from images import customize
 from images.customize import cloud_config, share_store, user_groups
 
 PLAN = {"boot": "fast", "engine": "podman", "default_user": "debian"}
@@ -71,3 +72,16 @@ def test_share_store(tmp_path: Path):
     assert mode(secret) == 0o600
     assert mode(diff / "etc") == 0o700
     assert (store / "overlay" / "l" / "SHORTID").is_symlink()
+
+
+def test_copy_tree_keeps_modes_and_maps_dot_names(tmp_path):
+    src, rootfs = tmp_path / "src", tmp_path / "rootfs"
+    (src / "etc/skel/dot-config/app").mkdir(parents=True)
+    (src / "etc/skel/dot-config/app/app.conf").write_text("x = 1\n")
+    (src / "usr/lib/tool").parent.mkdir(parents=True)
+    (src / "usr/lib/tool").write_text("#!/bin/sh\n")
+    (src / "usr/lib/tool").chmod(0o755)
+    customize.copy_tree(src, rootfs)
+    assert (rootfs / "etc/skel/.config/app/app.conf").read_text() == "x = 1\n"
+    assert not (rootfs / "etc/skel/dot-config").exists()
+    assert (rootfs / "usr/lib/tool").stat().st_mode & 0o777 == 0o755

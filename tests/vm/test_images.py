@@ -30,26 +30,12 @@ PODMAN_USER_DATA = textwrap.dedent("""\
       - [sh, -c, "id -un > /var/tmp/runcmd-ran"]
     """)
 
-# MIME multipart: a #cloud-config part and a #! script part, as EC2 users often send.
+# A plain shell script, the most common EC2 user data.
 DOCKER_USER_DATA = textwrap.dedent("""\
-    Content-Type: multipart/mixed; boundary="==BOUNDARY=="
-    MIME-Version: 1.0
-
-    --==BOUNDARY==
-    Content-Type: text/cloud-config; charset="us-ascii"
-
-    #cloud-config
-    write_files:
-      - path: /etc/computed-test/greeting
-        content: "hello from write_files <&> 'quoted'\\n"
-
-    --==BOUNDARY==
-    Content-Type: text/x-shellscript; charset="us-ascii"
-
     #!/bin/sh
+    mkdir -p /etc/computed-test
+    printf '%s\\n' "hello from write_files <&> 'quoted'" > /etc/computed-test/greeting
     echo "script ran as $(id -un)" > /var/tmp/script-ran
-
-    --==BOUNDARY==--
     """)
 
 
@@ -78,7 +64,7 @@ def booted(request, built_image, tmp_path_factory):
         meta = cloudinit.meta_data("i-0123456789abcdef0", "node-podman")
         user_data = PODMAN_USER_DATA.format(key=keypair.public_openssh)
     else:
-        # keys in meta-data, user data a MIME multipart with a shell script
+        # keys in meta-data, user data a #! script
         meta = cloudinit.meta_data("i-0fedcba9876543210", "node-docker", [keypair.public_openssh])
         user_data = DOCKER_USER_DATA
     seed = cloudinit.write_seed(workdir / "seed.iso", meta, user_data)
