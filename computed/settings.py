@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +41,7 @@ class Settings:
     debian_mirror: str | None = None
 
     @classmethod
-    def load(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def load(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         var_dir = Path(env.get("COMPUTED_VAR_DIR") or default_var_dir())
         config_path = Path(env.get("COMPUTED_CONFIG") or var_dir / "computed.toml")

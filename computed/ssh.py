@@ -6,7 +6,6 @@ import base64
 import hashlib
 import io
 import logging
-import socket
 import time
 from dataclasses import dataclass
 
@@ -88,7 +87,7 @@ def _retry_login(host, port, user, pkey, deadline, interval) -> paramiko.SSHClie
             client = connect(host, port, user, pkey, timeout=max(1.0, min(10.0, deadline - time.monotonic())))
             run(client, "true", timeout=30)
             return client
-        except (OSError, EOFError, paramiko.SSHException, socket.timeout) as e:
+        except (TimeoutError, OSError, EOFError, paramiko.SSHException) as e:
             last = e
             time.sleep(interval)
     raise SSHTimeout(f"no SSH login to {user}@{host}:{port}: {last}")

@@ -18,10 +18,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from rich.console import Console
 
@@ -34,6 +34,7 @@ from .manifest import Manifest, describe_artifact
 from .progress import Progress
 from .recipe import Recipe
 from .store import SCRATCH_SEP, ImageStore, StoredImage
+
 
 class BuildError(RuntimeError):
     def __init__(self, message: str, log: Path | None = None):
@@ -98,7 +99,7 @@ class Builder:
 
     # -- the steps ---------------------------------------------------------------------
 
-    def _build(self, recipe: Recipe, work: Path, staging: Path, log: "_Log") -> Manifest:
+    def _build(self, recipe: Recipe, work: Path, staging: Path, log: _Log) -> Manifest:
         started = time.monotonic()
         p = log.progress
         with p.step(f"container image {recipe.container_image['name']} from Debian packages"):
@@ -122,7 +123,7 @@ class Builder:
             manifest = Manifest(
                 name=recipe.name, version=recipe.version, description=recipe.description,
                 recipe_hash=recipe.hash,
-                built_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
                 build_seconds=round(time.monotonic() - started, 1),
                 suite=recipe.suite, architecture=recipe.architecture, boot=recipe.boot,
                 kernel_version=kernel_version, kernel_cmdline=KERNEL_CMDLINE[recipe.boot],
@@ -153,7 +154,7 @@ class Builder:
             },
         }
 
-    def _container_archive(self, recipe: Recipe, work: Path, log: "_Log") -> Path:
+    def _container_archive(self, recipe: Recipe, work: Path, log: _Log) -> Path:
         spec = recipe.container_image
         rootfs = work / "container-rootfs"
         log.run(["mmdebstrap", "--variant=extract", "--include=" + ",".join(spec["packages"]),
@@ -169,7 +170,7 @@ class Builder:
         return [
             "mmdebstrap", "--variant=minbase", "--include=" + ",".join(recipe.packages),
             "--skip=essential/unlink",
-            f'--setup-hook=mkdir -p "$1"/var/cache/apt/archives/',
+            '--setup-hook=mkdir -p "$1"/var/cache/apt/archives/',
             f"--setup-hook=sync-in {self.debs} /var/cache/apt/archives/",
             f"--customize-hook=sync-out /var/cache/apt/archives {self.debs}",
             f"--customize-hook={customize}",

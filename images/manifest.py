@@ -65,7 +65,7 @@ class Manifest:
         return path
 
     @classmethod
-    def read(cls, directory: Path) -> "Manifest":
+    def read(cls, directory: Path) -> Manifest:
         path = directory / MANIFEST_FILE
         try:
             data = json.loads(path.read_text())

@@ -5,10 +5,10 @@ command printed last is shown beside the running step."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.spinner import Spinner
 from rich.table import Table
@@ -26,7 +26,7 @@ class Progress:
         self._started = time.monotonic()
         self._live: Live | None = None
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         if self.interactive:
             self._live = Live(self._render(), console=self.console, refresh_per_second=8, transient=False)
             self._live.__enter__()
@@ -71,9 +71,10 @@ class Progress:
         if self._live:
             self._live.update(self._render())
 
-    def _render(self) -> Table:
+    def _render(self) -> Group:
+        title = Text(self.title, style="bold")
+        title.append(f"  {self._elapsed():.0f}s", style="dim")
         table = Table.grid(padding=(0, 1))
-        table.add_row(Text(self.title, style="bold"), Text(f"{self._elapsed():.0f}s", style="dim"))
         for name, state, t, detail in self._steps:
             if state == "running":
                 icon = Spinner("dots", style="cyan")
@@ -84,6 +85,7 @@ class Progress:
             label = Text(name)
             if detail:
                 label.append(f"  {detail}", style="dim")
+            label.truncate(max(20, self.console.width - 14), overflow="ellipsis")
             table.add_row(icon, label, Text(secs, style="dim"))
-        return table
+        return Group(title, table)
 

@@ -70,7 +70,7 @@ class QemuGuest:
             cmd += ["-drive", f"file={self.seed},if=virtio,format=raw,readonly=on"]
         return cmd
 
-    def start(self) -> "QemuGuest":
+    def start(self) -> QemuGuest:
         self.workdir.mkdir(parents=True, exist_ok=True)
         base = self.image.artifact_path("disk")
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base),
@@ -129,7 +129,7 @@ class QemuGuest:
             self.proc.kill()
             self.proc.wait()
 
-    def __enter__(self) -> "QemuGuest":
+    def __enter__(self) -> QemuGuest:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -102,7 +102,7 @@ class Recipe:
     def to_dict(self) -> dict:
         return _RecipeSchema().dump(self)
 
-    def with_boot(self, boot: str) -> "Recipe":
+    def with_boot(self, boot: str) -> Recipe:
         """The same recipe booting another way, under a name of its own (``NAME-stock``)."""
         if boot not in BOOT_PROFILES:
             raise RecipeError(f"boot: must be one of {', '.join(BOOT_PROFILES)}")

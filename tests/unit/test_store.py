@@ -81,11 +81,10 @@ def test_publish_refuses_incomplete_build(tmp_path: Path, publish_fake, fake_bui
 
 def test_staging_removed_when_block_raises(tmp_path: Path):
     store = ImageStore(tmp_path)
-    with pytest.raises(RuntimeError, match="build failed"):
-        with store.lock("img"), store.staging("img") as staging:
-            (staging / "sub").mkdir()
-            (staging / "sub" / "file").write_text("half a build")
-            raise RuntimeError("build failed")
+    with pytest.raises(RuntimeError, match="build failed"), store.lock("img"), store.staging("img") as staging:
+        (staging / "sub").mkdir()
+        (staging / "sub" / "file").write_text("half a build")
+        raise RuntimeError("build failed")
     assert not staging.exists()
     assert list((tmp_path / ".staging").iterdir()) == []
     assert store.list() == []
