@@ -54,22 +54,32 @@ class RecordingPolicy(paramiko.MissingHostKeyPolicy):
         client.get_host_keys().add(hostname, key.get_name(), key)
 
 
+#: Seconds one login attempt waits for the SSH banner before starting over.
+BANNER_WAIT = 2.0
+
+
 class SSHTimeout(TimeoutError):
     pass
 
 
 def connect(host: str, port: int, user: str, pkey: paramiko.PKey, timeout: float = 10,
-            policy: paramiko.MissingHostKeyPolicy | None = None) -> paramiko.SSHClient:
+            policy: paramiko.MissingHostKeyPolicy | None = None,
+            banner_timeout: float | None = None) -> paramiko.SSHClient:
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(policy or RecordingPolicy())
-    client.connect(host, port=port, username=user, pkey=pkey, timeout=timeout, banner_timeout=timeout,
-                   auth_timeout=timeout, allow_agent=False, look_for_keys=False)
+    client.connect(host, port=port, username=user, pkey=pkey, timeout=timeout,
+                   banner_timeout=banner_timeout or timeout, auth_timeout=timeout,
+                   allow_agent=False, look_for_keys=False)
     return client
 
 
 def wait_for_login(host: str, port: int, user: str, pkey: paramiko.PKey, deadline: float,
                    interval: float = 0.25) -> paramiko.SSHClient:
-    """Connect and authenticate, retrying until ``time.monotonic()`` passes DEADLINE."""
+    """Connect and authenticate, retrying until ``time.monotonic()`` passes DEADLINE.
+
+    Each attempt waits only briefly for the server's banner: a port forwarded by QEMU's
+    user-mode network accepts at once even while the guest has no address yet, and such a
+    connection may stay silent for many seconds after sshd is in fact ready for a new one."""
     # While the guest boots, failed handshakes are expected: keep paramiko's thread quiet.
     transport_log = logging.getLogger("paramiko.transport")
     level = transport_log.level
@@ -84,7 +94,8 @@ def _retry_login(host, port, user, pkey, deadline, interval) -> paramiko.SSHClie
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            client = connect(host, port, user, pkey, timeout=max(1.0, min(10.0, deadline - time.monotonic())))
+            client = connect(host, port, user, pkey, timeout=max(1.0, min(30.0, deadline - time.monotonic())),
+                             banner_timeout=BANNER_WAIT)
             run(client, "true", timeout=30)
             return client
         except (TimeoutError, OSError, EOFError, paramiko.SSHException) as e:

@@ -42,7 +42,8 @@ FAST_MASK = (
     "e2scrub_reap.service", "fstrim.timer", "getty@tty1.service", "podman-auto-update.timer",
 )
 FAST_DISABLE = ("podman.service", "podman-auto-update.service")
-FAST_ENABLE = ("systemd-networkd.service", "computed-seed.service", "computed-cloud-init.service")
+FAST_ENABLE = ("systemd-networkd.service", "computed-hostkey.service", "computed-seed.service",
+               "computed-cloud-init.service")
 
 
 def run(rootfs: Path, *cmd: str, **kw) -> subprocess.CompletedProcess:
@@ -84,7 +85,9 @@ def cloud_config(plan: dict, groups: list[str]) -> str:
         "datasource_list": ["NoCloud", "None"],
         "disable_root": True,
         "locale": "C.UTF-8",  # needs no locale generation (no locales package here)
-        "ssh_pwauth": False,
+        # sshd_config.d already refuses passwords; any other value makes cloud-init restart
+        # sshd minutes into the first boot, dropping connections users just opened.
+        "ssh_pwauth": "unchanged",
         "system_info": {"default_user": {
             "name": plan["default_user"], "lock_passwd": True, "gecos": "computed default user",
             "groups": groups, "sudo": ["ALL=(ALL) NOPASSWD:ALL"], "shell": "/bin/bash",

@@ -120,6 +120,13 @@ def test_sshd_refuses_root_and_passwords(booted):
         transport.close()
 
 
+def test_sshd_is_not_restarted_under_users(booted):
+    """cloud-init runs after sshd; nothing it does may restart sshd and drop sessions."""
+    booted.run("cloud-init status --wait")
+    starts = booted.run("sudo -n journalctl -b -u ssh.service -o cat | grep -c 'Server listening on 0.0.0.0'")
+    assert starts.strip() == "1"
+
+
 def test_host_key_is_this_instances_own_ed25519(booted):
     seen = booted.policy.seen[f"[127.0.0.1]:{booted.guest.ssh_port}"]
     assert seen.get_name() == "ssh-ed25519"
