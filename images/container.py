@@ -17,6 +17,8 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
+from .manifest import sha256_file
+
 EPOCH = "1970-01-01T00:00:00Z"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -58,7 +60,7 @@ def layer_tar(rootfs: Path, dest: Path) -> str:
                     tar.addfile(info, f)
             else:
                 tar.addfile(info)
-    return _sha256(dest)
+    return sha256_file(dest)
 
 
 def _walk(root: Path):
@@ -108,10 +110,3 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info.mode = 0o644
     tar.addfile(info, io.BytesIO(data))
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
