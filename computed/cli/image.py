@@ -74,3 +74,17 @@ def rm(settings: Settings, name: str) -> None:
     if not ImageStore(settings.image_store).remove(name):
         raise click.ClickException(f"no image named {name!r} in {settings.image_store}")
     click.echo(f"removed {name}", err=True)
+
+
+@image.command()
+@click.argument("name")
+@click.pass_obj
+def verify(settings: Settings, name: str) -> None:
+    """Check image NAME's files against the sizes and sha256 sums in its manifest."""
+    stored = ImageStore(settings.image_store).get(name)
+    if stored is None:
+        raise click.ClickException(f"no image named {name!r} in {settings.image_store}")
+    problems = stored.manifest.verify(stored.path)
+    if problems:
+        raise click.ClickException(f"{name} is damaged:\n  " + "\n  ".join(problems))
+    click.echo(f"{name}: {len(stored.manifest.artifacts)} files match the manifest", err=True)

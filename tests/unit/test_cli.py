@@ -90,3 +90,15 @@ def test_bad_config_is_reported(run, tmp_path: Path):
     result = run("image", "list")
     assert result.exit_code == 1
     assert "store must be a string" in result.stderr
+
+
+def test_verify(run, store, publish_fake):
+    image = publish_fake(store, "testimg")
+    good = run("image", "verify", "testimg")
+    assert good.exit_code == 0 and "files match the manifest" in good.stderr
+    kernel = image.artifact_path("kernel")
+    kernel.write_bytes(b"X" * kernel.stat().st_size)  # same size, other content
+    bad = run("image", "verify", "testimg")
+    assert bad.exit_code == 1
+    assert "testimg is damaged" in bad.stderr and "kernel" in bad.stderr and "sha256" in bad.stderr
+    assert run("image", "verify", "nope").exit_code == 1
