@@ -86,8 +86,20 @@ class Builder:
                         raise
                     where = f"\n(full log: {kept})" if kept else ""
                     raise BuildError(f"building {recipe.name} failed: {e}\n{_tail(kept)}{where}", kept) from e
+        self._prune_debs()
         self.console.print(f"Built {manifest.name} {manifest.version} in {manifest.build_seconds:.0f}s: {image.path}")
         return BuildResult(image, skipped=False)
+
+    def _prune_debs(self) -> None:
+        """Keep one version of each package in the download cache: the one fetched last."""
+        newest: dict[tuple[str, str], Path] = {}
+        for deb in sorted(self.debs.glob("*.deb"), key=lambda p: p.stat().st_mtime):
+            parts = deb.name.split("_")
+            if len(parts) == 3:
+                key = (parts[0], parts[2])  # package, architecture
+                if key in newest:
+                    newest[key].unlink(missing_ok=True)
+                newest[key] = deb
 
     def _keep_log(self, name: str, log: Path) -> Path | None:
         if not log.exists():

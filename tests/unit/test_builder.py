@@ -146,3 +146,14 @@ def test_remove_tree(tmp_path: Path):
     remove_tree(tree)
     assert not tree.exists()
     assert (tmp_path / "outside").read_text() == "must survive"
+
+
+def test_prune_debs_keeps_the_newest_version_of_each_package(builder):
+    debs = builder.debs
+    old, new, other = debs / "podman_4.3.1-1_amd64.deb", debs / "podman_4.3.1-2_amd64.deb", debs / "crun_1.8_amd64.deb"
+    for i, path in enumerate((old, new, other)):
+        path.write_bytes(b"deb")
+        os.utime(path, (1000 + i, 1000 + i))
+    (debs / "partial").mkdir()
+    builder._prune_debs()
+    assert sorted(p.name for p in debs.glob("*.deb")) == [other.name, new.name]
