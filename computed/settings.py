@@ -1,15 +1,17 @@
 """Settings: built-in defaults, overridden by a TOML config file, overridden by the environment.
 
 The config file is ``$COMPUTED_CONFIG`` if set, else ``computed.toml`` in the state directory
-(``var/`` of a source checkout, ``/var/lib/computed`` otherwise). Each setting below names its
-table and key in that file and its environment variable.
+(``var/`` of a source checkout, ``/var/lib/computed`` otherwise). Every setting is declared
+once in ``SETTINGS`` below with its table and key in that file and its environment variable;
+the README's settings table lists the same.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,41 +29,129 @@ def default_var_dir() -> Path:
     return Path("/var/lib/computed")
 
 
+def _port_range(value: str) -> tuple[int, int]:
+    try:
+        low, high = (int(p) for p in str(value).split("-"))
+    except ValueError:
+        raise ValueError("must look like 42200-42999") from None
+    if not 1024 <= low <= high <= 65535:
+        raise ValueError("must be unprivileged ports, low-high")
+    return low, high
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return value
+    return check
+
+
+def _positive(value) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be a positive whole number")
+    return number
+
+
+@dataclass(frozen=True)
+class Setting:
+    attr: str
+    table: str
+    key: str
+    env: str
+    #: the default, or a function of the state directory
+    default: object
+    parse: Callable = str
+
+
+SETTINGS = (
+    Setting("image_store", "images", "store", "COMPUTED_IMAGE_STORE", lambda var: var / "images", Path),
+    Setting("image_cache", "images", "cache", "COMPUTED_IMAGE_CACHE", lambda var: var / "cache" / "images", Path),
+    Setting("default_image", "images", "default", "COMPUTED_DEFAULT_IMAGE", "debian-12-podman"),
+    Setting("debian_mirror", "images", "debian_mirror", "COMPUTED_DEBIAN_MIRROR", None),
+    Setting("database_url", "database", "url", "COMPUTED_DATABASE_URL",
+            lambda var: f"sqlite:///{var / 'computed.db'}"),
+    Setting("libvirt_uri", "libvirt", "uri", "COMPUTED_LIBVIRT_URI", "qemu:///system"),
+    Setting("domain_type", "libvirt", "domain_type", "COMPUTED_DOMAIN_TYPE", "auto", _choice("auto", "kvm", "qemu")),
+    Setting("network_mode", "network", "mode", "COMPUTED_NETWORK_MODE", "user", _choice("user")),
+    Setting("ssh_host", "network", "ssh_host", "COMPUTED_SSH_HOST", "127.0.0.1"),
+    Setting("ssh_ports", "network", "ssh_ports", "COMPUTED_SSH_PORTS", (42200, 42999), _port_range),
+    Setting("instances_dir", "instances", "dir", "COMPUTED_INSTANCES_DIR", lambda var: var / "instances", Path),
+    Setting("terminated_retention", "instances", "terminated_retention_seconds",
+            "COMPUTED_TERMINATED_RETENTION", 3600, _positive),
+    Setting("boot_timeout", "instances", "boot_timeout_seconds", "COMPUTED_BOOT_TIMEOUT", 600, _positive),
+    Setting("stop_timeout", "instances", "stop_timeout_seconds", "COMPUTED_STOP_TIMEOUT", 120, _positive),
+    Setting("sizes_file", "instances", "sizes_file", "COMPUTED_SIZES_FILE", None, Path),
+    Setting("workers", "instances", "workers", "COMPUTED_WORKERS", 4, _positive),
+)
+
+
 @dataclass(frozen=True)
 class Settings:
     var_dir: Path
-    #: where built images live (``[images] store``, ``COMPUTED_IMAGE_STORE``)
+    #: where built images live
     image_store: Path
-    #: downloaded Debian packages and build scratch space (``[images] cache``, ``COMPUTED_IMAGE_CACHE``)
+    #: downloaded Debian packages and build scratch space
     image_cache: Path
-    #: the image ``computed image build --default`` builds (``[images] default``, ``COMPUTED_DEFAULT_IMAGE``)
+    #: the image ``computed image build --default`` builds and launches default to
     default_image: str = "debian-12-podman"
     #: a Debian mirror URL for image builds; unset means mmdebstrap's default mirrors
-    #: (``[images] debian_mirror``, ``COMPUTED_DEBIAN_MIRROR``)
     debian_mirror: str | None = None
+    #: any SQLAlchemy URL; SQLite (WAL) under the state directory by default
+    database_url: str = ""
+    #: the libvirt host instances run on
+    libvirt_uri: str = "qemu:///system"
+    #: kvm | qemu | auto (auto probes whether KVM really boots a guest)
+    domain_type: str = "auto"
+    #: user: QEMU user-mode networking, SSH forwarded from a port on ssh_host
+    network_mode: str = "user"
+    ssh_host: str = "127.0.0.1"
+    ssh_ports: tuple[int, int] = (42200, 42999)
+    #: per-instance disks, seeds and console logs
+    instances_dir: Path = Path()
+    #: how long a terminated instance stays visible, in seconds
+    terminated_retention: int = 3600
+    #: how long a launch may take to answer SSH before it is ended as failed, in seconds
+    boot_timeout: int = 600
+    #: how long a stop waits for a clean power-off before pulling the plug, in seconds
+    stop_timeout: int = 120
+    #: a TOML file replacing the built-in size catalog
+    sizes_file: Path | None = None
+    #: background workers that launch, stop, start and terminate
+    workers: int = 4
 
     @classmethod
-    def load(cls, environ: Mapping[str, str] | None = None) -> Settings:
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
         env = os.environ if environ is None else environ
-        var_dir = Path(env.get("COMPUTED_VAR_DIR") or default_var_dir())
+        var_dir = Path(env.get("COMPUTED_VAR_DIR") or overrides.get("var_dir") or default_var_dir()).absolute()
         config_path = Path(env.get("COMPUTED_CONFIG") or var_dir / "computed.toml")
-        images = _read_config(config_path, explicit=bool(env.get("COMPUTED_CONFIG"))).get("images", {})
-        if not isinstance(images, dict):
-            raise SettingsError(f"{config_path}: [images] must be a table")
+        config = _read_config(config_path, explicit=bool(env.get("COMPUTED_CONFIG")))
+        values = {"var_dir": var_dir}
+        for s in SETTINGS:
+            table = config.get(s.table, {})
+            if not isinstance(table, dict):
+                raise SettingsError(f"{config_path}: [{s.table}] must be a table")
+            if env.get(s.env):
+                raw, where = env[s.env], s.env
+            elif s.key in table:
+                raw, where = table[s.key], f"{config_path}: [{s.table}] {s.key}"
+            else:
+                default = s.default(var_dir) if callable(s.default) else s.default
+                values[s.attr] = default
+                continue
+            if isinstance(raw, (dict, list, bool)) or (s.parse in (str, Path) and not isinstance(raw, str)):
+                raise SettingsError(f"{where} must be a string")
+            try:
+                value = s.parse(raw)
+            except (TypeError, ValueError) as e:
+                raise SettingsError(f"{where} {e}") from None
+            values[s.attr] = value.absolute() if isinstance(value, Path) else value
+        values.update(overrides)
+        return cls(**values)
 
-        def pick(key: str, var: str, default):
-            value = env.get(var) or images.get(key) or default
-            if value is not None and not isinstance(value, (str, os.PathLike)):
-                raise SettingsError(f"{config_path}: [images] {key} must be a string")
-            return value
-
-        return cls(
-            var_dir=var_dir,
-            image_store=Path(pick("store", "COMPUTED_IMAGE_STORE", var_dir / "images")).absolute(),
-            image_cache=Path(pick("cache", "COMPUTED_IMAGE_CACHE", var_dir / "cache" / "images")).absolute(),
-            default_image=pick("default", "COMPUTED_DEFAULT_IMAGE", cls.default_image),
-            debian_mirror=pick("debian_mirror", "COMPUTED_DEBIAN_MIRROR", None),
-        )
+    def replace(self, **changes) -> Settings:
+        return dataclasses.replace(self, **changes)
 
 
 def _read_config(path: Path, explicit: bool) -> dict:

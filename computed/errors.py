@@ -1,0 +1,73 @@
+"""The service's errors, one class per EC2-style error code. The core raises them; the REST
+API turns them into ``{"error": {"code", "message"}}`` with the class's HTTP status."""
+
+from __future__ import annotations
+
+
+class ComputedError(Exception):
+    code = "InternalError"
+    status = 500
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class InvalidParameterValue(ComputedError):
+    code, status = "InvalidParameterValue", 400
+
+
+class MissingParameter(ComputedError):
+    code, status = "MissingParameter", 400
+
+
+class InvalidInstanceType(ComputedError):
+    code, status = "InvalidInstanceType", 400
+
+
+class InvalidImageNotFound(ComputedError):
+    code, status = "InvalidAMIID.NotFound", 400
+
+
+class InvalidKeyPairNotFound(ComputedError):
+    code, status = "InvalidKeyPair.NotFound", 400
+
+
+class KeyPairNotFound(InvalidKeyPairNotFound):
+    """A key pair named in the URL that does not exist."""
+    status = 404
+
+
+class InvalidKeyPairDuplicate(ComputedError):
+    code, status = "InvalidKeyPair.Duplicate", 409
+
+
+class InvalidKeyFormat(ComputedError):
+    code, status = "InvalidKey.Format", 400
+
+
+class InstanceNotFound(ComputedError):
+    code, status = "InvalidInstanceID.NotFound", 404
+
+
+class InstanceIdMalformed(ComputedError):
+    code, status = "InvalidInstanceID.Malformed", 404
+
+
+class IncorrectInstanceState(ComputedError):
+    code, status = "IncorrectInstanceState", 409
+
+
+class IdempotentParameterMismatch(ComputedError):
+    code, status = "IdempotentParameterMismatch", 400
+
+
+class InsufficientInstanceCapacity(ComputedError):
+    code, status = "InsufficientInstanceCapacity", 503
+
+
+class ServiceUnavailable(ComputedError):
+    code, status = "ServiceUnavailable", 503

@@ -1,0 +1,277 @@
+"""Instances: launch requests, queries, and the state machine of EC2's lifecycle.
+
+pending(0) -> running(16) -> stopping(64) -> stopped(80) -> pending -> running ...
+any -> shutting-down(32) -> terminated(48). The API's call changes the state at once and
+the rest happens in the background (``lifecycle``)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import re
+import secrets
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from images.store import ImageStore
+
+from .db import Database
+from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, InstanceIdMalformed, InstanceNotFound,
+                     InsufficientInstanceCapacity, InvalidImageNotFound, InvalidKeyPairNotFound,
+                     InvalidParameterValue)
+from .keypairs import KeyPairs
+from .lifecycle import USER_STOP, USER_TERMINATE, Lifecycle, set_state
+from .models import Instance, Tag, utcnow
+from .provisioner import Provisioner, port_is_free
+from .settings import Settings
+from .sizes import SizeCatalog
+
+STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80}
+INSTANCE_ID = re.compile(r"^i-[0-9a-f]{17}$")
+MAX_USER_DATA = 16 * 1024
+MAX_COUNT = 20
+MAX_TAGS = 50
+TAG_KEY = re.compile(r"^[^\x00-\x1f]{1,128}$")
+TAG_VALUE = re.compile(r"^[^\x00-\x1f]{0,256}$")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(9)[:17]}"
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    size: str
+    image: str
+    key_name: str | None = None
+    user_data: bytes | None = None
+    count: int = 1
+    tags: dict[str, str] = field(default_factory=dict)
+    client_token: str | None = None
+
+    def fingerprint(self) -> str:
+        """What makes two requests with one client token "the same request"."""
+        data = {"size": self.size, "image": self.image, "key_name": self.key_name, "count": self.count,
+                "user_data": base64.b64encode(self.user_data or b"").decode(), "tags": sorted(self.tags.items())}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class InstanceFilter:
+    states: tuple[str, ...] = ()
+    size: str | None = None
+    image: str | None = None
+    key_name: str | None = None
+    #: tag key -> value, or None for "has this tag"
+    tags: tuple[tuple[str, str | None], ...] = ()
+
+
+def check_tags(tags: dict[str, str]) -> dict[str, str]:
+    if len(tags) > MAX_TAGS:
+        raise InvalidParameterValue(f"at most {MAX_TAGS} tags per instance")
+    for key, value in tags.items():
+        if not isinstance(key, str) or not TAG_KEY.match(key) or key.startswith("aws:"):
+            raise InvalidParameterValue(f"tag key {key!r}: 1 to 128 characters, no control characters, "
+                                        "not starting with 'aws:'")
+        if not isinstance(value, str) or not TAG_VALUE.match(value):
+            raise InvalidParameterValue(f"tag {key!r}: the value is at most 256 characters, no control characters")
+    return tags
+
+
+class Instances:
+    def __init__(self, settings: Settings, db: Database, sizes: SizeCatalog, keypairs: KeyPairs,
+                 images: ImageStore, provisioner: Provisioner, lifecycle: Lifecycle):
+        self.settings = settings
+        self.db = db
+        self.sizes = sizes
+        self.keypairs = keypairs
+        self.images = images
+        self.provisioner = provisioner
+        self.lifecycle = lifecycle
+
+    # -- launch ------------------------------------------------------------------------
+
+    def run(self, req: LaunchRequest) -> tuple[list[Instance], bool]:
+        """Create REQ's instances as pending and start launching them; (instances, created).
+        A client token already used with the same request returns that request's instances."""
+        if not 1 <= req.count <= MAX_COUNT:
+            raise InvalidParameterValue(f"count must be between 1 and {MAX_COUNT}")
+        if req.user_data is not None and len(req.user_data) > MAX_USER_DATA:
+            raise InvalidParameterValue(f"user data is at most {MAX_USER_DATA} bytes (got {len(req.user_data)})")
+        if req.client_token is not None and not (0 < len(req.client_token) <= 64 and req.client_token.isascii()):
+            raise InvalidParameterValue("client_token is 1 to 64 ASCII characters")
+        check_tags(req.tags)
+        size = self.sizes.get(req.size)
+        image = self.images.get(req.image)
+        if image is None:
+            known = ", ".join(i.name for i in self.images.list()) or "none built"
+            raise InvalidImageNotFound(f"the image {req.image!r} does not exist (images: {known})")
+        key = None
+        if req.key_name is not None:
+            key = self.keypairs.find(req.key_name)
+            if key is None:
+                raise InvalidKeyPairNotFound(f"the key pair {req.key_name!r} does not exist")
+        fingerprint = req.fingerprint()
+        with self.db.session() as s:
+            if req.client_token:
+                earlier = list(s.scalars(select(Instance).where(Instance.client_token == req.client_token)
+                                         .order_by(Instance.launch_index)))
+                if earlier:
+                    if earlier[0].request_hash != fingerprint:
+                        raise IdempotentParameterMismatch(
+                            "this client_token was used with other parameters; use a new token")
+                    return earlier, False
+            ports = self._free_ports(s, req.count)
+            reservation = new_id("r")
+            created = []
+            for index, port in enumerate(ports):
+                instance_id = new_id("i")
+                inst = Instance(
+                    id=instance_id, reservation_id=reservation, launch_index=index, state="pending",
+                    size=size.name, vcpus=size.vcpus, memory_mib=size.memory_mib, disk_gib=size.disk_gib,
+                    price_per_hour=str(size.price_per_hour), currency=size.currency,
+                    image=image.name, image_version=image.manifest.version, image_path=str(image.path),
+                    key_name=key.name if key else None, public_key=key.public_key if key else None,
+                    user_data=req.user_data, client_token=req.client_token, request_hash=fingerprint,
+                    host_uri=self.provisioner.host.uri, domain_name=f"computed-{instance_id}",
+                    ssh_host=self.settings.ssh_host, ssh_port=port, ready_ssh=False, ready_engine=False,
+                    launch_time=utcnow(), state_changed_at=utcnow(),
+                    tags=[Tag(key=k, value=v) for k, v in sorted(req.tags.items())])
+                s.add(inst)
+                created.append(inst)
+        for inst in created:
+            self.lifecycle.launch(inst.id)
+        return created, True
+
+    def _free_ports(self, s: Session, count: int) -> list[int]:
+        low, high = self.settings.ssh_ports
+        used = set(s.scalars(select(Instance.ssh_port).where(
+            Instance.host_uri == self.provisioner.host.uri, Instance.ssh_host == self.settings.ssh_host,
+            Instance.ssh_port.is_not(None))))
+        ports = []
+        for port in range(low, high + 1):
+            if port not in used and port_is_free(self.settings.ssh_host, port):
+                ports.append(port)
+                if len(ports) == count:
+                    return ports
+        raise InsufficientInstanceCapacity(
+            f"no free SSH port left in {low}-{high} on {self.settings.ssh_host} for {count} instance(s)")
+
+    # -- queries -----------------------------------------------------------------------
+
+    def get(self, instance_id: str) -> Instance:
+        if not isinstance(instance_id, str) or not INSTANCE_ID.match(instance_id):
+            raise InstanceIdMalformed(f"{instance_id!r} is not an instance id (i- and 17 hex digits)")
+        self.purge()
+        with self.db.session() as s:
+            inst = s.get(Instance, instance_id)
+        if inst is None:
+            raise InstanceNotFound(f"the instance {instance_id} does not exist")
+        return inst
+
+    def describe(self, flt: InstanceFilter = InstanceFilter(), limit: int = 100,
+                 next_token: str | None = None) -> tuple[list[Instance], str | None]:
+        self.purge()
+        offset = _decode_token(next_token)
+        q = select(Instance)
+        if flt.states:
+            q = q.where(Instance.state.in_(flt.states))
+        if flt.size:
+            q = q.where(Instance.size == flt.size)
+        if flt.image:
+            q = q.where(Instance.image == flt.image)
+        if flt.key_name:
+            q = q.where(Instance.key_name == flt.key_name)
+        for key, value in flt.tags:
+            cond = (Tag.instance_id == Instance.id) & (Tag.key == key)
+            if value is not None:
+                cond &= Tag.value == value
+            q = q.where(select(Tag.key).where(cond).exists())
+        q = q.order_by(Instance.launch_time.desc(), Instance.reservation_id, Instance.launch_index)
+        with self.db.session() as s:
+            rows = list(s.scalars(q.offset(offset).limit(limit + 1)))
+        more = len(rows) > limit
+        return rows[:limit], _encode_token(offset + limit) if more else None
+
+    def console(self, instance_id: str) -> tuple[Instance, str]:
+        inst = self.get(instance_id)
+        return inst, self.provisioner.console_output(inst)
+
+    def purge(self) -> int:
+        """Forget instances terminated longer ago than the retention setting."""
+        cutoff = utcnow() - dt.timedelta(seconds=self.settings.terminated_retention)
+        with self.db.session() as s:
+            result = s.execute(delete(Instance).where(Instance.state == "terminated",
+                                                      Instance.terminated_at < cutoff))
+        return result.rowcount or 0
+
+    def count(self) -> int:
+        with self.db.session() as s:
+            return s.scalar(select(func.count()).select_from(Instance))
+
+    # -- actions -----------------------------------------------------------------------
+
+    def _act(self, instance_id: str, allowed: dict[str, str | None], verb: str):
+        """Move INSTANCE_ID by ALLOWED (current state -> new state, None for "no change
+        needed"); IncorrectInstanceState from any other state. Returns (instance, changed)."""
+        self.get(instance_id)  # id format and existence
+        with self.db.session() as s:
+            inst = s.get(Instance, instance_id)
+            if inst is None:
+                raise InstanceNotFound(f"the instance {instance_id} does not exist")
+            if inst.state not in allowed:
+                raise IncorrectInstanceState(f"the instance {instance_id} is {inst.state}; it cannot be {verb}")
+            target = allowed[inst.state]
+            if target is None:
+                return inst, False
+            reason = {"stopping": USER_STOP, "shutting-down": USER_TERMINATE}.get(target)
+            set_state(inst, target, reason)
+            return inst, True
+
+    def stop(self, instance_id: str) -> Instance:
+        inst, changed = self._act(instance_id, {"running": "stopping", "stopping": None, "stopped": None}, "stopped")
+        if changed:
+            self.lifecycle.stop(instance_id)
+        return inst
+
+    def start(self, instance_id: str) -> Instance:
+        inst, changed = self._act(instance_id, {"stopped": "pending", "pending": None, "running": None}, "started")
+        if changed:
+            self.lifecycle.start(instance_id)
+        return inst
+
+    def reboot(self, instance_id: str) -> Instance:
+        inst, changed = self._act(instance_id, {"running": None}, "rebooted")
+        with self.db.session() as s:
+            s.get(Instance, instance_id).ready_ssh = False
+            s.get(Instance, instance_id).ready_engine = False
+        self.lifecycle.reboot(instance_id)
+        return inst
+
+    def terminate(self, instance_id: str) -> Instance:
+        states = {s: "shutting-down" for s in ("pending", "running", "stopping", "stopped")}
+        inst, changed = self._act(instance_id, states | {"shutting-down": None, "terminated": None}, "terminated")
+        if changed:
+            self.lifecycle.terminate(instance_id)
+        return inst
+
+
+def _encode_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        offset = data["o"]
+        if not isinstance(offset, int) or offset < 0:
+            raise ValueError
+        return offset
+    except (ValueError, KeyError, TypeError):
+        raise InvalidParameterValue("next_token is not one this service gave out") from None

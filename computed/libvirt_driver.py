@@ -1,0 +1,186 @@
+"""The libvirt driver: the only module that talks to libvirt. One ``LibvirtHost`` per
+libvirt URI; a lost connection is reopened on the next call, and a host that cannot be
+reached is reported as ServiceUnavailable (503), never as a crash."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import libvirt
+
+from . import domain_xml
+from .errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+# libvirt's domain states (virDomainState) as plain names.
+STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate", libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running", libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting-down", libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed", libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+}
+
+libvirt.registerErrorHandler(lambda ctx, err: None, None)  # errors arrive as exceptions
+
+
+class LibvirtHost:
+    def __init__(self, uri: str):
+        self.uri = uri
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.RLock()
+        self._domain_type: str | None = None
+
+    # -- connection ----------------------------------------------------------------------
+
+    def conn(self) -> libvirt.virConnect:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    if self._conn.isAlive():
+                        return self._conn
+                except libvirt.libvirtError:
+                    pass
+                self._conn = None
+            try:
+                self._conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as e:
+                raise ServiceUnavailable(f"the libvirt host {self.uri} cannot be reached: {e.get_error_message()}") from None
+            return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except libvirt.libvirtError:
+                    pass
+                self._conn = None
+
+    def _domain(self, name: str) -> libvirt.virDomain | None:
+        try:
+            return self.conn().lookupByName(name)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+    # -- domains -------------------------------------------------------------------------
+
+    def define(self, xml: str) -> None:
+        self.conn().defineXML(xml)
+
+    def start(self, name: str) -> None:
+        dom = self._domain(name)
+        if dom is None:
+            raise LookupError(f"no domain {name}")
+        if not dom.isActive():
+            dom.create()
+
+    def shutdown(self, name: str) -> None:
+        """Ask the guest to power off (ACPI power button)."""
+        dom = self._domain(name)
+        if dom is not None and dom.isActive():
+            dom.shutdown()
+
+    def reboot(self, name: str) -> None:
+        dom = self._domain(name)
+        if dom is not None and dom.isActive():
+            dom.reboot(0)
+
+    def destroy(self, name: str) -> None:
+        """Power off at once (no-op if not running or not defined)."""
+        dom = self._domain(name)
+        if dom is not None and dom.isActive():
+            try:
+                dom.destroy()
+            except libvirt.libvirtError as e:
+                if e.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+                    raise
+
+    def undefine(self, name: str) -> None:
+        dom = self._domain(name)
+        if dom is not None:
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+
+    def state(self, name: str) -> str | None:
+        """running | shutoff | paused | ..., or None if no such domain."""
+        dom = self._domain(name)
+        if dom is None:
+            return None
+        return STATES.get(dom.state()[0], "nostate")
+
+    def wait_for_state(self, name: str, wanted: str, timeout: float, interval: float = 0.5) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.state(name) in (wanted, None):
+                return True
+            time.sleep(interval)
+        return self.state(name) in (wanted, None)
+
+    def our_domains(self) -> dict[str, dict[str, str]]:
+        """Domain name -> our metadata, for every domain this service defined."""
+        found = {}
+        for dom in self.conn().listAllDomains():
+            try:
+                meta = domain_xml.read_metadata(dom.XMLDesc())
+            except libvirt.libvirtError:
+                continue
+            if meta:
+                found[dom.name()] = meta
+        return found
+
+    # -- which hypervisor ------------------------------------------------------------------
+
+    def domain_type(self, setting: str, kernel: Path, initrd: Path, scratch: Path) -> str:
+        """The domain type to use: the setting, or for ``auto`` what really boots here."""
+        if self.uri.startswith("test:"):
+            return "test"
+        if setting in ("kvm", "qemu"):
+            return setting
+        with self._lock:
+            if self._domain_type is None:
+                self._domain_type = "kvm" if self._kvm_boots(kernel, initrd, scratch) else "qemu"
+                log.info("libvirt host %s: using domain type %s", self.uri, self._domain_type)
+            return self._domain_type
+
+    def _kvm_boots(self, kernel: Path, initrd: Path, scratch: Path, timeout: float = 20) -> bool:
+        """A /dev/kvm that exists is no proof: nested or paravirtual KVM can hang a guest in
+        the kernel's decompressor. Boot the image's kernel under KVM and look for it on the
+        serial console."""
+        try:
+            caps = self.conn().getDomainCapabilities(None, "x86_64", None, "kvm")
+        except libvirt.libvirtError:
+            return False
+        if "<domain>kvm</domain>" not in caps:
+            return False
+        scratch.mkdir(parents=True, exist_ok=True)
+        console = scratch / f"kvm-probe-{uuid.uuid4().hex[:8]}.log"
+        spec = domain_xml.DomainSpec(
+            name=f"computed-kvm-probe-{uuid.uuid4().hex[:8]}", domain_type="kvm", vcpus=1, memory_mib=256,
+            kernel=str(kernel), initrd=str(initrd), cmdline="console=ttyS0 panic=-1", disk="", seed="",
+            console_log=str(console), ssh_host="127.0.0.1", ssh_port=0)
+        xml = domain_xml.build_probe(spec)
+        dom = None
+        try:
+            dom = self.conn().createXML(xml, 0)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if console.exists() and "Linux version" in console.read_text(errors="replace"):
+                    return True
+                time.sleep(0.5)
+            return False
+        except libvirt.libvirtError as e:
+            log.info("KVM probe on %s failed: %s", self.uri, e.get_error_message())
+            return False
+        finally:
+            if dom is not None:
+                try:
+                    dom.destroy()
+                except libvirt.libvirtError:
+                    pass
+            console.unlink(missing_ok=True)

@@ -1,0 +1,173 @@
+"""An instance's life after the API answered: the background steps of launch, stop, start,
+reboot and terminate, and the readiness checks (SSH, then the container engine). Every
+state change is written in one transaction with the facts it depends on."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from .db import Database
+from .models import Instance, utcnow
+from .provisioner import LaunchError, Provisioner, Undo
+from .settings import Settings
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+USER_STOP = ("Client.UserInitiatedShutdown", "User initiated shutdown")
+USER_TERMINATE = ("Client.UserInitiatedShutdown", "User initiated shutdown")
+
+
+def set_state(inst: Instance, state: str, reason: tuple[str, str] | None = None) -> None:
+    """The one place an instance's state changes (usage events will be written here)."""
+    inst.state = state
+    inst.state_changed_at = utcnow()
+    inst.state_reason_code, inst.state_reason_message = reason or (None, None)
+    if state != "running":
+        inst.ready_ssh = inst.ready_engine = False
+    if state == "terminated":
+        inst.terminated_at = inst.state_changed_at
+        inst.ssh_port = None  # the port goes back to the pool
+
+
+class Lifecycle:
+    def __init__(self, settings: Settings, db: Database, provisioner: Provisioner, worker: Worker):
+        self.settings = settings
+        self.db = db
+        self.provisioner = provisioner
+        self.worker = worker
+
+    def _load(self, instance_id: str) -> Instance | None:
+        with self.db.session() as s:
+            return s.get(Instance, instance_id)
+
+    def _state(self, instance_id: str) -> str | None:
+        inst = self._load(instance_id)
+        return inst.state if inst else None
+
+    # -- what the API asks for -----------------------------------------------------------
+
+    def launch(self, instance_id: str) -> None:
+        self.worker.submit(instance_id, lambda: self._launch(instance_id), f"launch {instance_id}")
+
+    def stop(self, instance_id: str) -> None:
+        self.worker.submit(instance_id, lambda: self._stop(instance_id), f"stop {instance_id}")
+
+    def start(self, instance_id: str) -> None:
+        self.worker.submit(instance_id, lambda: self._start(instance_id), f"start {instance_id}")
+
+    def reboot(self, instance_id: str) -> None:
+        self.worker.submit(instance_id, lambda: self._reboot(instance_id), f"reboot {instance_id}")
+
+    def terminate(self, instance_id: str, reason: tuple[str, str] = USER_TERMINATE) -> None:
+        self.worker.submit(instance_id, lambda: self._terminate(instance_id, reason), f"terminate {instance_id}")
+
+    # -- the work ----------------------------------------------------------------------
+
+    def _launch(self, instance_id: str) -> None:
+        with self.worker.lock(instance_id):
+            inst = self._load(instance_id)
+            if inst is None or inst.state != "pending":
+                return
+            undo = Undo()
+            try:
+                self.provisioner.create(inst, undo)
+            except Exception as e:
+                undo.run()
+                code = e.code if isinstance(e, LaunchError) else "Server.InternalError"
+                log.warning("launch of %s failed: %s", instance_id, e)
+                self._end(instance_id, (code, f"launch failed: {e}"))
+                return
+            with self.db.session() as s:
+                inst = s.get(Instance, instance_id)
+                if inst.state == "pending":
+                    set_state(inst, "running")
+        self._readiness(instance_id, first_boot=True)
+
+    def _start(self, instance_id: str) -> None:
+        with self.worker.lock(instance_id):
+            inst = self._load(instance_id)
+            if inst is None or inst.state != "pending":
+                return
+            try:
+                self.provisioner.start(inst)
+            except Exception as e:
+                log.warning("start of %s failed: %s", instance_id, e)
+                with self.db.session() as s:
+                    set_state(s.get(Instance, instance_id), "stopped",
+                              ("Server.InternalError", f"start failed: {e}"))
+                return
+            with self.db.session() as s:
+                inst = s.get(Instance, instance_id)
+                if inst.state == "pending":
+                    set_state(inst, "running")
+        self._readiness(instance_id, first_boot=False)
+
+    def _stop(self, instance_id: str) -> None:
+        with self.worker.lock(instance_id):
+            inst = self._load(instance_id)
+            if inst is None or inst.state != "stopping":
+                return
+            self.provisioner.stop(inst)
+            with self.db.session() as s:
+                inst = s.get(Instance, instance_id)
+                if inst.state == "stopping":
+                    set_state(inst, "stopped", USER_STOP)
+
+    def _reboot(self, instance_id: str) -> None:
+        with self.worker.lock(instance_id):
+            inst = self._load(instance_id)
+            if inst is None or inst.state != "running":
+                return
+            self.provisioner.reboot(inst)
+            time.sleep(2)  # the old boot's sshd may still answer for a moment
+        self._readiness(instance_id, first_boot=False)
+
+    def _terminate(self, instance_id: str, reason: tuple[str, str]) -> None:
+        with self.worker.lock(instance_id):
+            inst = self._load(instance_id)
+            if inst is None or inst.state == "terminated":
+                return
+            self.provisioner.destroy(inst)
+            self._end(instance_id, reason)
+
+    def _end(self, instance_id: str, reason: tuple[str, str]) -> None:
+        with self.db.session() as s:
+            inst = s.get(Instance, instance_id)
+            if inst is not None and inst.state != "terminated":
+                set_state(inst, "terminated", reason)
+
+    def _readiness(self, instance_id: str, first_boot: bool) -> None:
+        """ready_ssh once the service logs in with its own key, ready_engine once the
+        container engine ran the preloaded image. A first boot that never answers SSH is
+        a failed launch: the instance is terminated with the reason."""
+        inst = self._load(instance_id)
+        if inst is None or self.provisioner.host.uri.startswith("test:"):
+            return  # libvirt's test driver runs no guest that could answer
+        deadline = time.monotonic() + self.settings.boot_timeout
+        client = self.provisioner.wait_for_ssh(inst, deadline, lambda: self._state(instance_id) == "running")
+        if client is None:
+            if first_boot and self._state(instance_id) == "running":
+                off = self.provisioner.is_off(inst)
+                why = ("the guest powered off during its first boot" if off
+                       else f"no SSH login within {self.settings.boot_timeout} s of the first boot")
+                with self.db.session() as s:
+                    set_state(s.get(Instance, instance_id), "shutting-down", ("Server.BootFailure", why))
+                self._terminate(instance_id, ("Server.BootFailure", f"launch failed: {why}"))
+            return
+        try:
+            with self.db.session() as s:
+                inst = s.get(Instance, instance_id)
+                if inst.state != "running":
+                    return
+                inst.ready_ssh = True
+            ok, detail = self.provisioner.check_engine(inst, client)
+            if not ok:
+                log.warning("container engine check on %s failed: %s", instance_id, detail)
+            with self.db.session() as s:
+                inst = s.get(Instance, instance_id)
+                if inst.state == "running":
+                    inst.ready_engine = ok
+        finally:
+            client.close()

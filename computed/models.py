@@ -1,0 +1,100 @@
+"""The store's tables (SQLAlchemy 2). Changes to them go through Alembic migrations in
+``computed/migrations``; ``db.upgrade`` applies them."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (Boolean, DateTime, ForeignKey, Integer, LargeBinary, MetaData, String, Text,
+                        TypeDecorator, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {"ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
+          "ck": "ck_%(table_name)s_%(constraint_name)s",
+          "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s", "pk": "pk_%(table_name)s"}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class UtcDateTime(TypeDecorator):
+    """Aware UTC datetimes in and out, whatever the database keeps (SQLite keeps naive)."""
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None:
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to a UTC column")
+            value = value.astimezone(dt.UTC)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class KeyPair(Base):
+    __tablename__ = "key_pairs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    key_type: Mapped[str] = mapped_column(String(40))
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+    id: Mapped[str] = mapped_column(String(19), primary_key=True)
+    reservation_id: Mapped[str] = mapped_column(String(19), index=True)
+    launch_index: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    state_reason_code: Mapped[str | None] = mapped_column(String(64))
+    state_reason_message: Mapped[str | None] = mapped_column(Text)
+    state_changed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # the size as it was at launch: a later catalog change does not alter an instance
+    size: Mapped[str] = mapped_column(String(64), index=True)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    disk_gib: Mapped[int] = mapped_column(Integer)
+    price_per_hour: Mapped[str] = mapped_column(String(32))
+    currency: Mapped[str] = mapped_column(String(3))
+    image: Mapped[str] = mapped_column(String(64), index=True)
+    image_version: Mapped[str] = mapped_column(String(32))
+    #: the image build directory the instance's disk is layered on
+    image_path: Mapped[str] = mapped_column(Text)
+    key_name: Mapped[str | None] = mapped_column(String(255), index=True)
+    #: the key pair's public key at launch (the key pair may be deleted later, as on EC2)
+    public_key: Mapped[str | None] = mapped_column(Text)
+    user_data: Mapped[bytes | None] = mapped_column(LargeBinary)
+    client_token: Mapped[str | None] = mapped_column(String(64), index=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    host_uri: Mapped[str] = mapped_column(String(255))
+    domain_name: Mapped[str] = mapped_column(String(64))
+    ssh_host: Mapped[str | None] = mapped_column(String(255))
+    ssh_port: Mapped[int | None] = mapped_column(Integer)
+    ready_ssh: Mapped[bool] = mapped_column(Boolean, default=False)
+    ready_engine: Mapped[bool] = mapped_column(Boolean, default=False)
+    launch_time: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    terminated_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, index=True)
+    tags: Mapped[list[Tag]] = relationship(back_populates="instance", cascade="all, delete-orphan",
+                                           lazy="selectin", order_by="Tag.key")
+
+    __table_args__ = (UniqueConstraint("host_uri", "ssh_host", "ssh_port", name="uq_instances_ssh_endpoint"),)
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256), default="")
+    instance: Mapped[Instance] = relationship(back_populates="tags")
