@@ -4,6 +4,7 @@ domain. A launch that fails part-way undoes the steps it completed, last first."
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import socket
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from images.manifest import Manifest, ManifestError
 from images.store import ImageStore, StoredImage
 
 from . import cloudinit, domain_xml, ssh
@@ -78,13 +80,19 @@ class Provisioner:
         return InstanceFiles(self.settings.instances_dir / instance_id)
 
     def image_of(self, inst: Instance) -> StoredImage:
-        from images.manifest import Manifest, ManifestError
         path = Path(inst.image_path)
         try:
-            return StoredImage(path, Manifest.read(path))
+            return StoredImage(path, _manifest(path))
         except ManifestError as e:
             raise LaunchError(f"the image {inst.image} is gone from the image store: {e}",
                               "Client.InvalidImage") from None
+
+    def login_user(self, inst: Instance) -> str | None:
+        """The image's default user (who the instance's key logs in as)."""
+        try:
+            return _manifest(Path(inst.image_path)).default_user
+        except ManifestError:
+            return None
 
     # -- launch --------------------------------------------------------------------------
 
@@ -193,3 +201,9 @@ def port_is_free(host: str, port: int) -> bool:
             return True
         except OSError:
             return False
+
+
+@functools.lru_cache(maxsize=256)
+def _manifest(path: Path) -> Manifest:
+    """An image build's manifest (a build directory never changes once published)."""
+    return Manifest.read(path)

@@ -84,10 +84,9 @@ def cloud_config(plan: dict, groups: list[str]) -> str:
     cfg = {
         "datasource_list": ["NoCloud", "None"],
         "disable_root": True,
+        # no ssh_pwauth: sshd_config.d already refuses passwords, and any value makes
+        # cloud-init restart sshd during the first boot, dropping sessions users just opened
         "locale": "C.UTF-8",  # needs no locale generation (no locales package here)
-        # sshd_config.d already refuses passwords; any other value makes cloud-init restart
-        # sshd minutes into the first boot, dropping connections users just opened.
-        "ssh_pwauth": "unchanged",
         "system_info": {"default_user": {
             "name": plan["default_user"], "lock_passwd": True, "gecos": "computed default user",
             "groups": groups, "sudo": ["ALL=(ALL) NOPASSWD:ALL"], "shell": "/bin/bash",

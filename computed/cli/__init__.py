@@ -8,6 +8,7 @@ from computed import __version__
 from computed.settings import Settings, SettingsError
 
 from .image import image
+from .serve import serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,6 +23,7 @@ def cli(ctx: click.Context) -> None:
 
 
 cli.add_command(image)
+cli.add_command(serve)
 
 
 def main() -> None:

@@ -1,0 +1,49 @@
+"""The Flask application factory: ``create_app(config)`` builds the app around one
+``computed.service.Service``; nothing happens at import time."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from flask_smorest import Api
+
+from computed import __version__
+from computed.service import Service
+from computed.settings import Settings
+
+from . import catalog, docs, errors, instances, keypairs
+from .schemas import ErrorResponseSchema
+
+MAX_BODY = 1024 * 1024
+
+
+class ComputedApi(Api):
+    ERROR_SCHEMA = ErrorResponseSchema  # what errors.register really sends
+
+
+def create_app(config: Settings | dict | None = None, service: Service | None = None) -> Flask:
+    """CONFIG: Settings, or a dict of Settings fields overriding those loaded from the
+    environment and config file, or None for those alone."""
+    if service is None:
+        settings = config if isinstance(config, Settings) else Settings.load(**(config or {}))
+        service = Service(settings)
+    app = Flask(__name__)
+    app.config.update(
+        API_TITLE="computed", API_VERSION=__version__, OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/", OPENAPI_JSON_PATH="openapi.json",
+        MAX_CONTENT_LENGTH=MAX_BODY, JSON_SORT_KEYS=False,
+    )
+    app.extensions["computed"] = service
+    api = ComputedApi(app, spec_kwargs={"info": {"description": "Self-hosted, EC2-style virtual machines."}})
+    for module in (catalog, keypairs, instances):
+        api.register_blueprint(module.blp)
+    app.register_blueprint(docs.blp)
+    errors.register(app)
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "version": __version__}
+
+    logging.getLogger("computed").setLevel(logging.INFO)
+    return app

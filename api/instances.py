@@ -1,0 +1,118 @@
+"""``/v1/instances``: launch, list, show, stop, start, reboot, terminate, console."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from computed.instances import STATE_CODES, InstanceFilter, LaunchRequest
+from computed.models import Instance
+
+from .schemas import (ConsoleSchema, ErrorResponseSchema, InstanceCreateSchema, InstanceListSchema, InstanceQuerySchema,
+                      InstanceSchema, LaunchResultSchema)
+from .service import service
+
+blp = Blueprint("instances", __name__, url_prefix="/v1/instances", description="Instances")
+
+
+def view(inst: Instance) -> dict:
+    svc = service()
+    user = svc.provisioner.login_user(inst)
+    reachable = inst.ssh_port is not None and inst.state != "terminated"
+    command = None
+    if reachable and user:
+        command = f"ssh -p {inst.ssh_port} {user}@{inst.ssh_host}"
+        if inst.key_name:
+            command += f" -i {inst.key_name}.pem"
+    return {
+        "id": inst.id, "reservation_id": inst.reservation_id, "launch_index": inst.launch_index,
+        "state": {"name": inst.state, "code": STATE_CODES[inst.state]},
+        "state_reason": ({"code": inst.state_reason_code, "message": inst.state_reason_message}
+                         if inst.state_reason_code else None),
+        "size": inst.size, "vcpus": inst.vcpus, "memory_mib": inst.memory_mib, "disk_gib": inst.disk_gib,
+        "price_per_hour": inst.price_per_hour, "currency": inst.currency,
+        "image": inst.image, "image_version": inst.image_version, "key_name": inst.key_name,
+        "tags": {t.key: t.value for t in inst.tags},
+        "launch_time": inst.launch_time, "state_changed_at": inst.state_changed_at, "host": inst.host_uri,
+        "ssh": {"host": inst.ssh_host if reachable else None, "port": inst.ssh_port if reachable else None,
+                "user": user, "command": command},
+        "ready": {"ssh": inst.ready_ssh, "container_engine": inst.ready_engine},
+    }
+
+
+def _filter(args: dict) -> InstanceFilter:
+    tags = []
+    for item in args.get("tag", []):
+        key, sep, value = item.partition("=")
+        tags.append((key, value if sep else None))
+    return InstanceFilter(states=tuple(args.get("state", ())), size=args.get("size"), image=args.get("image"),
+                          key_name=args.get("key_name"), tags=tuple(tags))
+
+
+@blp.route("")
+class Instances(MethodView):
+    @blp.arguments(InstanceQuerySchema, location="query")
+    @blp.response(200, InstanceListSchema)
+    @blp.alt_response(400, schema=ErrorResponseSchema)
+    def get(self, args):
+        """Instances, newest first, filtered by state, size, image, key and tags; paginated
+        with ``limit`` and the ``next_token`` of the previous page."""
+        rows, token = service().instances.describe(_filter(args), args["limit"], args.get("next_token"))
+        return {"instances": [view(i) for i in rows], "next_token": token}
+
+    @blp.arguments(InstanceCreateSchema)
+    @blp.response(202, LaunchResultSchema)
+    @blp.alt_response(400, schema=ErrorResponseSchema)
+    @blp.alt_response(503, schema=ErrorResponseSchema)
+    def post(self, body):
+        """Launch ``count`` instances; they start ``pending`` and boot in the background.
+        Retrying with the same ``client_token`` and parameters returns the same instances."""
+        svc = service()
+        req = LaunchRequest(size=body["size"], image=body.get("image") or svc.settings.default_image,
+                            key_name=body.get("key_name"), user_data=body.get("user_data"), count=body["count"],
+                            tags=body["tags"], client_token=body.get("client_token"))
+        rows, _ = svc.instances.run(req)
+        return {"reservation_id": rows[0].reservation_id, "instances": [view(i) for i in rows]}
+
+
+@blp.route("/<string:instance_id>")
+class InstanceResource(MethodView):
+    @blp.response(200, InstanceSchema)
+    @blp.alt_response(404, schema=ErrorResponseSchema)
+    def get(self, instance_id):
+        """One instance."""
+        return view(service().instances.get(instance_id))
+
+    @blp.response(202, InstanceSchema)
+    @blp.alt_response(404, schema=ErrorResponseSchema)
+    def delete(self, instance_id):
+        """Terminate: the instance goes ``shutting-down``, then ``terminated``, and stays
+        visible as terminated for an hour. Terminating a terminated instance is no error."""
+        return view(service().instances.terminate(instance_id))
+
+
+def _action(name: str, doc: str):
+    def handler(instance_id):
+        return view(getattr(service().instances, name)(instance_id))
+    handler.__name__ = f"{name}_instance"
+    handler.__doc__ = doc
+    handler = blp.alt_response(409, schema=ErrorResponseSchema)(handler)
+    handler = blp.alt_response(404, schema=ErrorResponseSchema)(handler)
+    handler = blp.response(202, InstanceSchema)(handler)
+    blp.route(f"/<string:instance_id>/{name}", methods=["POST"])(handler)
+
+
+_action("stop", "Stop a running instance (ACPI power-off, forced after the stop timeout).")
+_action("start", "Start a stopped instance.")
+_action("reboot", "Reboot a running instance.")
+
+
+@blp.route("/<string:instance_id>/console")
+@blp.response(200, ConsoleSchema)
+@blp.alt_response(404, schema=ErrorResponseSchema)
+def console(instance_id):
+    """The serial console's output (the last 64 KiB)."""
+    inst, output = service().instances.console(instance_id)
+    return {"instance_id": inst.id, "output": output, "timestamp": dt.datetime.now(dt.UTC)}

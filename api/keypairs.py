@@ -1,0 +1,46 @@
+"""``/v1/keypairs``: create (the private key is returned once), import, list, get, delete."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from .schemas import ErrorResponseSchema, KeyPairCreateSchema, KeyPairCreatedSchema, KeyPairListSchema, KeyPairSchema
+from .service import service
+
+blp = Blueprint("keypairs", __name__, url_prefix="/v1/keypairs", description="SSH key pairs")
+
+
+@blp.route("")
+class KeyPairs(MethodView):
+    @blp.response(200, KeyPairListSchema)
+    def get(self):
+        """All key pairs."""
+        return {"key_pairs": service().keypairs.list()}
+
+    @blp.arguments(KeyPairCreateSchema)
+    @blp.response(201, KeyPairCreatedSchema)
+    @blp.alt_response(400, schema=ErrorResponseSchema)
+    @blp.alt_response(409, schema=ErrorResponseSchema)
+    def post(self, body):
+        """Create a key pair (the private key is in this response and nowhere else), or
+        import a public key (``public_key``)."""
+        if "public_key" in body:
+            return service().keypairs.import_key(body["name"], body["public_key"])
+        record, private_key = service().keypairs.create(body["name"])
+        return {field: getattr(record, field) for field in KeyPairSchema().fields} | {"private_key": private_key}
+
+
+@blp.route("/<string:name>")
+class KeyPair(MethodView):
+    @blp.response(200, KeyPairSchema)
+    @blp.alt_response(404, schema=ErrorResponseSchema)
+    def get(self, name):
+        """One key pair."""
+        return service().keypairs.get(name)
+
+    @blp.response(204)
+    @blp.alt_response(404, schema=ErrorResponseSchema)
+    def delete(self, name):
+        """Delete a key pair (instances launched with it keep their key)."""
+        service().keypairs.delete(name)
