@@ -63,6 +63,8 @@ def build(spec: DomainSpec) -> str:
     _sub(features, "apic")
     if spec.domain_type == "kvm":
         _sub(dom, "cpu", mode="host-passthrough")
+    elif spec.domain_type == "qemu":
+        _sub(dom, "cpu", mode="maximum")  # every feature TCG emulates (-cpu max)
     _sub(dom, "clock", offset="utc")
     _sub(dom, "on_poweroff", "destroy")
     _sub(dom, "on_reboot", "restart")

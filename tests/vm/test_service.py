@@ -1,0 +1,145 @@
+"""Through the REST API, on libvirtd and QEMU: launch the default image, wait until it is
+ready, SSH in with the user's key, run the preloaded container, stop, start, reboot,
+terminate, and check that nothing of the instance is left. Then several at once, and a
+launch that cannot boot."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import paramiko
+import pytest
+
+from computed import ssh
+from computed.provisioner import port_is_free
+from images.store import ImageStore
+
+from .service_harness import RunningService, domain_names
+
+USER_DATA = "#cloud-config\nwrite_files:\n  - path: /var/tmp/from-user-data\n    content: \"via the API\\n\"\n"
+
+
+@pytest.fixture(scope="module")
+def svc(built_image, settings, tmp_path_factory):
+    built_image(settings.default_image)
+    running = RunningService(tmp_path_factory.mktemp("service"), settings.image_store, (43100, 43199))
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="module")
+def keypair(svc):
+    created = svc.call("POST", "/v1/keypairs", json={"name": "vm-test"}, expect=201)
+    return paramiko.Ed25519Key.from_private_key(__import__("io").StringIO(created["private_key"]))
+
+
+def login(inst: dict, key) -> paramiko.SSHClient:
+    return ssh.wait_for_login(inst["ssh"]["host"], inst["ssh"]["port"], inst["ssh"]["user"], key,
+                              time.monotonic() + 120)
+
+
+def run(client: paramiko.SSHClient, command: str) -> str:
+    rc, out, err = ssh.run(client, command, timeout=300)
+    assert rc == 0, f"{command!r}: exit {rc}: {err or out}"
+    return out
+
+
+def assert_nothing_left(svc: RunningService, inst: dict) -> None:
+    assert f"computed-{inst['id']}" not in domain_names()
+    assert not (svc.settings.instances_dir / inst["id"]).exists()
+    assert port_is_free("127.0.0.1", inst["ssh"]["port"])
+    final = svc.instance(inst["id"])
+    assert final["state"] == {"name": "terminated", "code": 48}
+    assert final["ssh"]["port"] is None
+
+
+def test_lifecycle_of_one_instance(svc, keypair):
+    launched = svc.call("POST", "/v1/instances", expect=202, json={
+        "size": "t3.micro", "key_name": "vm-test", "user_data": USER_DATA, "tags": {"test": "lifecycle"}})
+    [inst] = launched["instances"]
+    assert inst["state"]["name"] == "pending"
+    endpoint = dict(inst["ssh"])
+
+    inst = svc.wait_ready(inst["id"])
+    assert inst["ssh"] == endpoint and inst["ssh"]["user"] == "debian"
+    assert f"computed-{inst['id']}" in domain_names()
+    client = login(inst, keypair)
+    assert run(client, "cloud-init status --wait >/dev/null; cat /var/tmp/from-user-data") == "via the API\n"
+    assert run(client, "podman run --rm computed/busybox:latest echo hello") == "hello\n"
+    assert run(client, "cloud-init status --wait >/dev/null; hostname").strip() == inst["id"]
+    client.close()
+    console = svc.call("GET", f"/v1/instances/{inst['id']}/console")
+    assert "cloud-init" in console["output"]
+
+    svc.call("POST", f"/v1/instances/{inst['id']}/stop", expect=202)
+    stopped = svc.wait_state(inst["id"], "stopped")
+    assert stopped["ready"] == {"ssh": False, "container_engine": False}
+    assert svc.call("POST", f"/v1/instances/{inst['id']}/reboot", expect=409)["error"]["code"] == "IncorrectInstanceState"
+
+    svc.call("POST", f"/v1/instances/{inst['id']}/start", expect=202)
+    inst = svc.wait_ready(inst["id"])
+    assert inst["ssh"] == endpoint
+    client = login(inst, keypair)
+    assert run(client, "cat /var/tmp/from-user-data") == "via the API\n"  # the same disk
+    boot_id = run(client, "cat /proc/sys/kernel/random/boot_id")
+    client.close()
+
+    svc.call("POST", f"/v1/instances/{inst['id']}/reboot", expect=202)
+    inst = svc.wait_ready(inst["id"])
+    client = login(inst, keypair)
+    assert run(client, "cat /proc/sys/kernel/random/boot_id") != boot_id
+    client.close()
+
+    svc.call("DELETE", f"/v1/instances/{inst['id']}", expect=202)
+    svc.wait_state(inst["id"], "terminated")
+    assert_nothing_left(svc, inst)
+
+
+def test_three_at_once(svc, keypair):
+    launched = svc.call("POST", "/v1/instances", expect=202, json={
+        "size": "t3.nano", "key_name": "vm-test", "count": 3, "client_token": "three-at-once"})
+    assert len({i["id"] for i in launched["instances"]}) == 3
+    assert len({i["ssh"]["port"] for i in launched["instances"]}) == 3
+    again = svc.call("POST", "/v1/instances", expect=202, json={
+        "size": "t3.nano", "key_name": "vm-test", "count": 3, "client_token": "three-at-once"})
+    assert [i["id"] for i in again["instances"]] == [i["id"] for i in launched["instances"]]
+    ready = [svc.wait_ready(i["id"]) for i in launched["instances"]]
+    for inst in ready:
+        client = login(inst, keypair)
+        assert run(client, "cloud-init status --wait >/dev/null; hostname").strip() == inst["id"]
+        client.close()
+    for inst in ready:
+        svc.call("DELETE", f"/v1/instances/{inst['id']}", expect=202)
+    for inst in ready:
+        svc.wait_state(inst["id"], "terminated")
+        assert_nothing_left(svc, inst)
+
+
+def test_launch_that_cannot_boot_ends_terminated_leaving_nothing(svc, settings, tmp_path):
+    """An image whose kernel is not a kernel: QEMU refuses it, the launch is undone."""
+    good = ImageStore(settings.image_store).get(settings.default_image)
+    store = ImageStore(tmp_path / "images")
+    with store.lock("broken"), store.staging("broken") as staging:
+        for f in good.path.iterdir():
+            if f.name != "disk.qcow2":
+                shutil.copy(f, staging / f.name)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(staging / "disk.qcow2"), "1G"], check=True)
+        (staging / "vmlinuz").write_bytes(b"this is not a kernel\n" * 1000)
+        manifest = good.manifest
+        from images.manifest import describe_artifact
+        manifest.name = "broken"
+        manifest.artifacts = {role: describe_artifact(staging / art["file"]) for role, art in manifest.artifacts.items()}
+        manifest.write(staging)
+        store.publish(staging)
+    broken = RunningService(tmp_path / "service", tmp_path / "images", (43200, 43209), boot_timeout=120)
+    try:
+        launched = broken.call("POST", "/v1/instances", expect=202, json={"size": "t3.nano", "image": "broken"})
+        [inst] = launched["instances"]
+        final = broken.wait_state(inst["id"], "terminated", timeout=200)
+        assert final["state_reason"]["code"].startswith(("Server.", "Client."))
+        assert "launch failed" in final["state_reason"]["message"]
+        assert_nothing_left(broken, inst)
+    finally:
+        broken.close()
