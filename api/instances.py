@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 
 from flask.views import MethodView
+from marshmallow import RAISE
 from flask_smorest import Blueprint
 
 from computed.instances import STATE_CODES, InstanceFilter, LaunchRequest
@@ -23,9 +25,8 @@ def view(inst: Instance) -> dict:
     reachable = inst.ssh_port is not None and inst.state != "terminated"
     command = None
     if reachable and user:
-        command = f"ssh -p {inst.ssh_port} {user}@{inst.ssh_host}"
-        if inst.key_name:
-            command += f" -i {inst.key_name}.pem"
+        key = f"-i {shlex.quote(inst.key_name + '.pem')} " if inst.key_name else ""
+        command = f"ssh {key}-p {inst.ssh_port} {user}@{inst.ssh_host}"
     return {
         "id": inst.id, "reservation_id": inst.reservation_id, "launch_index": inst.launch_index,
         "state": {"name": inst.state, "code": STATE_CODES[inst.state]},
@@ -53,7 +54,7 @@ def _filter(args: dict) -> InstanceFilter:
 
 @blp.route("")
 class Instances(MethodView):
-    @blp.arguments(InstanceQuerySchema, location="query")
+    @blp.arguments(InstanceQuerySchema, location="query", error_status_code=400, unknown=RAISE)
     @blp.response(200, InstanceListSchema)
     @blp.alt_response(400, schema=ErrorResponseSchema)
     def get(self, args):
@@ -62,7 +63,7 @@ class Instances(MethodView):
         rows, token = service().instances.describe(_filter(args), args["limit"], args.get("next_token"))
         return {"instances": [view(i) for i in rows], "next_token": token}
 
-    @blp.arguments(InstanceCreateSchema)
+    @blp.arguments(InstanceCreateSchema, error_status_code=400)
     @blp.response(202, LaunchResultSchema)
     @blp.alt_response(400, schema=ErrorResponseSchema)
     @blp.alt_response(503, schema=ErrorResponseSchema)
@@ -100,6 +101,7 @@ def _action(name: str, doc: str):
     handler.__doc__ = doc
     handler = blp.alt_response(409, schema=ErrorResponseSchema)(handler)
     handler = blp.alt_response(404, schema=ErrorResponseSchema)(handler)
+    handler = blp.alt_response(400, schema=ErrorResponseSchema)(handler)
     handler = blp.response(202, InstanceSchema)(handler)
     blp.route(f"/<string:instance_id>/{name}", methods=["POST"])(handler)
 

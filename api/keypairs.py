@@ -18,7 +18,7 @@ class KeyPairs(MethodView):
         """All key pairs."""
         return {"key_pairs": service().keypairs.list()}
 
-    @blp.arguments(KeyPairCreateSchema)
+    @blp.arguments(KeyPairCreateSchema, error_status_code=400)
     @blp.response(201, KeyPairCreatedSchema)
     @blp.alt_response(400, schema=ErrorResponseSchema)
     @blp.alt_response(409, schema=ErrorResponseSchema)

@@ -66,7 +66,7 @@ class KeyPairSchema(Schema):
 
 
 class KeyPairCreatedSchema(KeyPairSchema):
-    private_key = fields.String(required=True, metadata={"description": "returned once, never stored"})
+    private_key = fields.String(metadata={"description": "created key pairs only: returned once, never stored"})
 
 
 class KeyPairListSchema(Schema):

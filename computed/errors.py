@@ -54,7 +54,7 @@ class InstanceNotFound(ComputedError):
 
 
 class InstanceIdMalformed(ComputedError):
-    code, status = "InvalidInstanceID.Malformed", 404
+    code, status = "InvalidInstanceID.Malformed", 400
 
 
 class IncorrectInstanceState(ComputedError):

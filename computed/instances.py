@@ -31,12 +31,13 @@ from .settings import Settings
 from .sizes import SizeCatalog
 
 STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80}
-INSTANCE_ID = re.compile(r"^i-[0-9a-f]{17}$")
+INSTANCE_ID = re.compile(r"i-[0-9a-f]{17}")
 MAX_USER_DATA = 16 * 1024
 MAX_COUNT = 20
 MAX_TAGS = 50
-TAG_KEY = re.compile(r"^[^\x00-\x1f]{1,128}$")
-TAG_VALUE = re.compile(r"^[^\x00-\x1f]{0,256}$")
+TAG_KEY = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,128}")
+TAG_VALUE = re.compile(r"[^\x00-\x1f\x7f-\x9f]{0,256}")
+MAX_OFFSET = 1 << 40
 
 
 def new_id(prefix: str) -> str:
@@ -74,10 +75,10 @@ def check_tags(tags: dict[str, str]) -> dict[str, str]:
     if len(tags) > MAX_TAGS:
         raise InvalidParameterValue(f"at most {MAX_TAGS} tags per instance")
     for key, value in tags.items():
-        if not isinstance(key, str) or not TAG_KEY.match(key) or key.startswith("aws:"):
+        if not isinstance(key, str) or not TAG_KEY.fullmatch(key) or key.lower().startswith("aws:"):
             raise InvalidParameterValue(f"tag key {key!r}: 1 to 128 characters, no control characters, "
                                         "not starting with 'aws:'")
-        if not isinstance(value, str) or not TAG_VALUE.match(value):
+        if not isinstance(value, str) or not TAG_VALUE.fullmatch(value):
             raise InvalidParameterValue(f"tag {key!r}: the value is at most 256 characters, no control characters")
     return tags
 
@@ -105,6 +106,9 @@ class Instances:
         if req.client_token is not None and not (0 < len(req.client_token) <= 64 and req.client_token.isascii()):
             raise InvalidParameterValue("client_token is 1 to 64 ASCII characters")
         check_tags(req.tags)
+        fingerprint = req.fingerprint()
+        if req.client_token and (earlier := self._earlier(req.client_token, fingerprint)):
+            return earlier, False
         size = self.sizes.get(req.size)
         image = self.images.get(req.image)
         if image is None:
@@ -115,16 +119,7 @@ class Instances:
             key = self.keypairs.find(req.key_name)
             if key is None:
                 raise InvalidKeyPairNotFound(f"the key pair {req.key_name!r} does not exist")
-        fingerprint = req.fingerprint()
         with self.db.session() as s:
-            if req.client_token:
-                earlier = list(s.scalars(select(Instance).where(Instance.client_token == req.client_token)
-                                         .order_by(Instance.launch_index)))
-                if earlier:
-                    if earlier[0].request_hash != fingerprint:
-                        raise IdempotentParameterMismatch(
-                            "this client_token was used with other parameters; use a new token")
-                    return earlier, False
             ports = self._free_ports(s, req.count)
             reservation = new_id("r")
             created = []
@@ -147,6 +142,16 @@ class Instances:
             self.lifecycle.launch(inst.id)
         return created, True
 
+    def _earlier(self, token: str, fingerprint: str) -> list[Instance]:
+        """The instances of an earlier request with this client token (as EC2: the same
+        token and parameters are the same request)."""
+        with self.db.session() as s:
+            earlier = list(s.scalars(select(Instance).where(Instance.client_token == token)
+                                     .order_by(Instance.launch_index)))
+        if earlier and earlier[0].request_hash != fingerprint:
+            raise IdempotentParameterMismatch("this client_token was used with other parameters; use a new token")
+        return earlier
+
     def _free_ports(self, s: Session, count: int) -> list[int]:
         low, high = self.settings.ssh_ports
         used = set(s.scalars(select(Instance.ssh_port).where(
@@ -164,7 +169,7 @@ class Instances:
     # -- queries -----------------------------------------------------------------------
 
     def get(self, instance_id: str) -> Instance:
-        if not isinstance(instance_id, str) or not INSTANCE_ID.match(instance_id):
+        if not isinstance(instance_id, str) or not INSTANCE_ID.fullmatch(instance_id):
             raise InstanceIdMalformed(f"{instance_id!r} is not an instance id (i- and 17 hex digits)")
         self.purge()
         with self.db.session() as s:
@@ -245,17 +250,21 @@ class Instances:
         return inst
 
     def reboot(self, instance_id: str) -> Instance:
-        inst, changed = self._act(instance_id, {"running": None}, "rebooted")
+        self.get(instance_id)
         with self.db.session() as s:
-            s.get(Instance, instance_id).ready_ssh = False
-            s.get(Instance, instance_id).ready_engine = False
+            inst = s.get(Instance, instance_id)
+            if inst is None:
+                raise InstanceNotFound(f"the instance {instance_id} does not exist")
+            if inst.state != "running":
+                raise IncorrectInstanceState(f"the instance {instance_id} is {inst.state}; it cannot be rebooted")
+            inst.ready_ssh = inst.ready_engine = False
         self.lifecycle.reboot(instance_id)
         return inst
 
     def terminate(self, instance_id: str) -> Instance:
         states = {s: "shutting-down" for s in ("pending", "running", "stopping", "stopped")}
-        inst, changed = self._act(instance_id, states | {"shutting-down": None, "terminated": None}, "terminated")
-        if changed:
+        inst, _ = self._act(instance_id, states | {"shutting-down": None, "terminated": None}, "terminated")
+        if inst.state == "shutting-down":  # also retries a termination that failed part-way
             self.lifecycle.terminate(instance_id)
         return inst
 
@@ -270,7 +279,7 @@ def _decode_token(token: str | None) -> int:
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         offset = data["o"]
-        if not isinstance(offset, int) or offset < 0:
+        if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_OFFSET:
             raise ValueError
         return offset
     except (ValueError, KeyError, TypeError):

@@ -4,6 +4,7 @@ from a public key. Only the public key and its fingerprint are stored."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -17,7 +18,7 @@ from .db import Database
 from .errors import InvalidKeyFormat, InvalidKeyPairDuplicate, InvalidParameterValue, KeyPairNotFound
 from .models import KeyPair
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,254}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,254}")
 MIN_RSA_BITS = 2048
 MAX_PUBLIC_KEY = 16384
 
@@ -30,7 +31,7 @@ class ParsedKey:
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise InvalidParameterValue(
             "a key pair name is 1 to 255 characters: letters, digits and . _ @ + - (not first)")
     return name
@@ -55,7 +56,7 @@ def parse_public_key(text: str) -> ParsedKey:
     if not isinstance(key, (rsa.RSAPublicKey, ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey)):
         raise InvalidKeyFormat("supported key types: ssh-ed25519, ecdsa-sha2-nistp256/384/521, ssh-rsa")
     comment = parts[2] if len(parts) == 3 else ""
-    if any(ord(c) < 32 for c in comment):
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in comment):
         raise InvalidKeyFormat("the key's comment contains control characters")
     normalized = " ".join(p for p in (parts[0], parts[1], comment) if p)
     return ParsedKey(parts[0], normalized, ssh.fingerprint(normalized))

@@ -129,7 +129,16 @@ class Lifecycle:
             inst = self._load(instance_id)
             if inst is None or inst.state == "terminated":
                 return
-            self.provisioner.destroy(inst)
+            try:
+                self.provisioner.destroy(inst)
+            except Exception as e:
+                # stays shutting-down: terminating it again retries
+                log.warning("terminating %s failed, will retry when asked again: %s", instance_id, e)
+                with self.db.session() as s:
+                    inst = s.get(Instance, instance_id)
+                    inst.state_reason_code, inst.state_reason_message = ("Server.InternalError",
+                                                                         f"termination failed, retry it: {e}")
+                return
             self._end(instance_id, reason)
 
     def _end(self, instance_id: str, reason: tuple[str, str]) -> None:

@@ -48,9 +48,19 @@ def _choice(*allowed: str) -> Callable[[str], str]:
 
 
 def _positive(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, str)
+                                                                        and not value.strip().isdigit()):
+        raise ValueError("must be a positive whole number")
     number = int(value)
     if number <= 0:
         raise ValueError("must be a positive whole number")
+    return number
+
+
+def _port(value) -> int:
+    number = _positive(value)
+    if number > 65535:
+        raise ValueError("must be a port number, 1 to 65535")
     return number
 
 
@@ -85,7 +95,7 @@ SETTINGS = (
     Setting("sizes_file", "instances", "sizes_file", "COMPUTED_SIZES_FILE", None, Path),
     Setting("workers", "instances", "workers", "COMPUTED_WORKERS", 4, _positive),
     Setting("api_host", "api", "host", "COMPUTED_API_HOST", "127.0.0.1"),
-    Setting("api_port", "api", "port", "COMPUTED_API_PORT", 8080, _positive),
+    Setting("api_port", "api", "port", "COMPUTED_API_PORT", 8080, _port),
     Setting("api_threads", "api", "threads", "COMPUTED_API_THREADS", 8, _positive),
 )
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .errors import InvalidInstanceType
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")
+NAME = re.compile(r"[a-z0-9][a-z0-9.-]{0,62}")
 
 
 @dataclass(frozen=True)
@@ -81,9 +81,11 @@ def _read(path: Path) -> list[Size]:
     sizes, seen = [], set()
     for i, entry in enumerate(entries):
         where = f"{path}: size[{i}]"
+        if not isinstance(entry, dict):
+            raise SizeCatalogError(f"{where}: must be a [[size]] table")
         try:
             name = entry["name"]
-            if not isinstance(name, str) or not NAME.match(name):
+            if not isinstance(name, str) or not NAME.fullmatch(name):
                 raise SizeCatalogError(f"{where}: name must be lower-case letters, digits, '.' and '-'")
             if name in seen:
                 raise SizeCatalogError(f"{where}: {name!r} appears twice")

@@ -27,11 +27,11 @@ BOOT_PROFILES = ("fast", "stock")
 ENGINES = ("podman", "docker")
 REQUIRED_PACKAGES = ("systemd-sysv", "openssh-server", "cloud-init", "sudo", "e2fsprogs")
 
-NAME = validate.Regexp(r"^[a-z0-9][a-z0-9.-]{0,62}$", error="Must be lower-case letters, digits, '.' and '-'.")
-PACKAGE = validate.Regexp(r"^[a-z0-9][a-z0-9+.-]+$", error="Not a valid Debian package name.")
-USER = validate.Regexp(r"^[a-z_][a-z0-9_-]{0,31}$", error="Not a valid user name.")
+NAME = validate.Regexp(r"^[a-z0-9][a-z0-9.-]{0,62}\Z", error="Must be lower-case letters, digits, '.' and '-'.")
+PACKAGE = validate.Regexp(r"^[a-z0-9][a-z0-9+.-]+\Z", error="Not a valid Debian package name.")
+USER = validate.Regexp(r"^[a-z_][a-z0-9_-]{0,31}\Z", error="Not a valid user name.")
 IMAGE_REF = validate.Regexp(
-    r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z",
     error="Must be a container image reference with a tag, like 'computed/busybox:latest'.",
 )
 

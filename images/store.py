@@ -70,6 +70,8 @@ class ImageStore:
     # -- reading -----------------------------------------------------------------------
 
     def get(self, name: str) -> StoredImage | None:
+        if not isinstance(name, str) or not VALID_NAME.fullmatch(name):
+            return None
         current = self.root / name / CURRENT
         if not current.is_symlink():
             return None
@@ -144,7 +146,7 @@ class ImageStore:
     def remove(self, name: str) -> bool:
         """Remove NAME and all its builds; False if there was no such image."""
         image_dir = self.root / name
-        if not VALID_NAME.match(name) or not image_dir.is_dir():
+        if not VALID_NAME.fullmatch(name) or not image_dir.is_dir():
             return False
         with self.lock(name):
             trash = Path(tempfile.mkdtemp(prefix=f"{name}{SCRATCH_SEP}rm", dir=self._staging))

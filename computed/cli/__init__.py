@@ -8,6 +8,9 @@ from computed import __version__
 from computed.settings import Settings, SettingsError
 
 from .image import image
+from .instances import console, launch, ls, reboot, show, start, stop, terminate
+from .keypairs import keypair
+from .remote import exec_, ssh
 from .serve import serve
 
 
@@ -24,6 +27,17 @@ def cli(ctx: click.Context) -> None:
 
 cli.add_command(image)
 cli.add_command(serve)
+cli.add_command(keypair)
+cli.add_command(launch)
+cli.add_command(ls)
+cli.add_command(show)
+cli.add_command(stop)
+cli.add_command(start)
+cli.add_command(reboot)
+cli.add_command(terminate)
+cli.add_command(console)
+cli.add_command(ssh)
+cli.add_command(exec_)
 
 
 def main() -> None:

@@ -64,7 +64,9 @@ def main() -> int:
     args = parser.parse_args()
     settings = Settings.load()
     image = Builder(settings).build(recipes.find(settings.default_image)).image
-    with tempfile.TemporaryDirectory(prefix="computed-bench-") as tmp:
+    (settings.var_dir / "test-tmp").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-", dir=settings.var_dir / "test-tmp") as tmp:
+        Path(tmp).chmod(0o755)  # libvirt's QEMU user opens the instances' files
         svc = RunningService(Path(tmp) / "service", settings.image_store, (43300, 43399), domain_type="qemu")
         try:
             size = svc.service.sizes.get(args.size)

@@ -34,3 +34,26 @@ def built_image(settings):
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def qemu_tmp(settings):
+    """mkdtemp() for files QEMU must open: libvirt runs QEMU as its own user, who cannot
+    enter pytest's private (0700) temporary directories."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    root = settings.var_dir / "test-tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    made = []
+
+    def make(prefix: str) -> Path:
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+        path.chmod(0o755)
+        made.append(path)
+        return path
+
+    yield make
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)

@@ -54,6 +54,7 @@ class RunningService:
         return self.wait(instance_id, lambda i: i["state"]["name"] == state, timeout, state)
 
     def close(self) -> None:
+        self.server.task_dispatcher.shutdown()  # else its threads outlive the socket
         self.server.close()
         self.service.close()
 

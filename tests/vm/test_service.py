@@ -22,9 +22,9 @@ USER_DATA = "#cloud-config\nwrite_files:\n  - path: /var/tmp/from-user-data\n   
 
 
 @pytest.fixture(scope="module")
-def svc(built_image, settings, tmp_path_factory):
+def svc(built_image, settings, qemu_tmp):
     built_image(settings.default_image)
-    running = RunningService(tmp_path_factory.mktemp("service"), settings.image_store, (43100, 43199))
+    running = RunningService(qemu_tmp("service-"), settings.image_store, (43100, 43199))
     yield running
     running.close()
 
@@ -117,8 +117,9 @@ def test_three_at_once(svc, keypair):
         assert_nothing_left(svc, inst)
 
 
-def test_launch_that_cannot_boot_ends_terminated_leaving_nothing(svc, settings, tmp_path):
+def test_launch_that_cannot_boot_ends_terminated_leaving_nothing(svc, settings, qemu_tmp):
     """An image whose kernel is not a kernel: QEMU refuses it, the launch is undone."""
+    tmp_path = qemu_tmp("broken-")
     good = ImageStore(settings.image_store).get(settings.default_image)
     store = ImageStore(tmp_path / "images")
     with store.lock("broken"), store.staging("broken") as staging:
@@ -133,7 +134,9 @@ def test_launch_that_cannot_boot_ends_terminated_leaving_nothing(svc, settings, 
         manifest.artifacts = {role: describe_artifact(staging / art["file"]) for role, art in manifest.artifacts.items()}
         manifest.write(staging)
         store.publish(staging)
-    broken = RunningService(tmp_path / "service", tmp_path / "images", (43200, 43209), boot_timeout=120)
+    # domain type given: the module's service already showed that "auto" probes
+    broken = RunningService(tmp_path / "service", tmp_path / "images", (43200, 43209), boot_timeout=120,
+                            domain_type="qemu")
     try:
         launched = broken.call("POST", "/v1/instances", expect=202, json={"size": "t3.nano", "image": "broken"})
         [inst] = launched["instances"]

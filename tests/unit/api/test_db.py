@@ -1,0 +1,147 @@
+"""The store: schema upgrades with Alembic, SQLite pragmas, and aware UTC datetimes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+
+import pytest
+from sqlalchemy import exc, select, text
+
+from computed.db import Database
+from computed.models import Instance, KeyPair, Tag, UtcDateTime
+
+EXPECTED_TABLES = {"alembic_version", "instances", "key_pairs", "tags"}
+
+
+def raw(path, sql):
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_upgrade_once_and_idempotent(tmp_path):
+    path = tmp_path / "nested" / "dir" / "computed.db"  # the parent is created
+    url = f"sqlite:///{path}"
+    first = Database(url)
+    with first.session() as s:
+        s.add(KeyPair(name="kept", key_type="ssh-ed25519", public_key="ssh-ed25519 AAAA", fingerprint="SHA256:x"))
+    first.dispose()
+    assert raw(path, "SELECT version_num FROM alembic_version") == [("0001",)]
+
+    second = Database(url)  # upgrades nothing: same version, data intact
+    try:
+        assert raw(path, "SELECT version_num FROM alembic_version") == [("0001",)]
+        tables = {name for (name,) in raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert tables == EXPECTED_TABLES
+        with second.session() as s:
+            assert [k.name for k in s.scalars(select(KeyPair))] == ["kept"]
+    finally:
+        second.dispose()
+
+
+def test_sqlite_pragmas(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+        assert raw(tmp_path / "c.db", "PRAGMA journal_mode") == [("wal",)]  # WAL is a property of the file
+    finally:
+        db.dispose()
+
+
+def test_session_rolls_back_on_error(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        with pytest.raises(RuntimeError), db.session() as s:
+            s.add(KeyPair(name="gone", key_type="t", public_key="p", fingerprint="f"))
+            s.flush()
+            raise RuntimeError("abort")
+        with db.session() as s:
+            assert s.scalars(select(KeyPair)).all() == []
+    finally:
+        db.dispose()
+
+
+def instance(**changes) -> Instance:
+    values = {"id": "i-0123456789abcdef0", "reservation_id": "r-0123456789abcdef0", "state": "pending",
+              "size": "t3.micro", "vcpus": 2, "memory_mib": 1024, "disk_gib": 8, "price_per_hour": "0.0104",
+              "currency": "USD", "image": "img", "image_version": "1", "image_path": "/x",
+              "host_uri": "test:///default", "domain_name": "computed-x"}
+    return Instance(**(values | changes))
+
+
+def test_deleting_an_instance_deletes_its_tags(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        with db.session() as s:
+            s.add(instance(tags=[Tag(key="a", value="1"), Tag(key="b", value="2")]))
+        with db.session() as s:
+            s.execute(text("DELETE FROM instances"))  # a bulk delete, as the purge does
+        with db.session() as s:
+            assert s.scalars(select(Tag)).all() == []
+    finally:
+        db.dispose()
+
+
+class TestUtcDateTime:
+    def test_naive_datetimes_are_refused(self, tmp_path):
+        db = Database(f"sqlite:///{tmp_path / 'c.db'}")
+        try:
+            with pytest.raises(exc.StatementError) as excinfo, db.session() as s:
+                s.add(KeyPair(name="n", key_type="t", public_key="p", fingerprint="f",
+                              created_at=dt.datetime(2024, 1, 1, 12, 0)))
+            assert isinstance(excinfo.value.orig, ValueError)
+            assert "naive" in str(excinfo.value.orig)
+            with db.session() as s:
+                assert s.scalars(select(KeyPair)).all() == []
+        finally:
+            db.dispose()
+
+    def test_aware_in_aware_utc_out(self, tmp_path):
+        db = Database(f"sqlite:///{tmp_path / 'c.db'}")
+        plus_two = dt.timezone(dt.timedelta(hours=2))
+        when = dt.datetime(2024, 6, 1, 14, 30, 15, 123456, tzinfo=plus_two)
+        try:
+            with db.session() as s:
+                s.add(KeyPair(name="n", key_type="t", public_key="p", fingerprint="f", created_at=when))
+            db.dispose()  # a fresh connection: what comes back is what was stored
+            with db.session() as s:
+                got = s.scalar(select(KeyPair.created_at))
+            assert got == when
+            assert got.tzinfo == dt.UTC and got.utcoffset() == dt.timedelta(0)
+            assert (got.hour, got.minute) == (12, 30)
+            # stored as naive UTC text in SQLite
+            assert raw(tmp_path / "c.db", "SELECT created_at FROM key_pairs")[0][0].startswith("2024-06-01 12:30:15")
+            # comparisons in SQL are between UTC values
+            with db.session() as s:
+                cutoff = dt.datetime(2024, 6, 1, 13, 0, tzinfo=plus_two)  # 11:00 UTC
+                assert s.scalar(select(KeyPair.name).where(KeyPair.created_at > cutoff)) == "n"
+        finally:
+            db.dispose()
+
+    def test_default_is_now_in_utc(self, tmp_path):
+        db = Database(f"sqlite:///{tmp_path / 'c.db'}")
+        try:
+            before = dt.datetime.now(dt.UTC)
+            with db.session() as s:
+                s.add(KeyPair(name="n", key_type="t", public_key="p", fingerprint="f"))
+            with db.session() as s:
+                got = s.scalar(select(KeyPair.created_at))
+            assert got.tzinfo == dt.UTC and before <= got <= dt.datetime.now(dt.UTC)
+        finally:
+            db.dispose()
+
+    def test_type_directly(self):
+        from sqlalchemy.dialects import postgresql, sqlite
+        t = UtcDateTime()
+        aware = dt.datetime(2024, 1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+        assert t.process_bind_param(aware, sqlite.dialect()) == dt.datetime(2024, 1, 1, 0)
+        assert t.process_bind_param(aware, postgresql.dialect()) == dt.datetime(2024, 1, 1, 0, tzinfo=dt.UTC)
+        assert t.process_bind_param(None, sqlite.dialect()) is None
+        with pytest.raises(ValueError):
+            t.process_bind_param(dt.datetime(2024, 1, 1), sqlite.dialect())
+        back = t.process_result_value(dt.datetime(2024, 1, 1), sqlite.dialect())
+        assert back == dt.datetime(2024, 1, 1, tzinfo=dt.UTC) and back.tzinfo == dt.UTC
+        assert t.process_result_value(None, sqlite.dialect()) is None

@@ -1,0 +1,178 @@
+"""The libvirt domain XML of an instance: its shape, that libvirt's test driver accepts it,
+and that values stay data whatever characters they hold."""
+
+from __future__ import annotations
+
+import dataclasses
+import xml.etree.ElementTree as ET
+
+import libvirt
+import pytest
+
+from computed import domain_xml
+from computed.domain_xml import METADATA_NS, QEMU_NS, DomainSpec
+
+libvirt.registerErrorHandler(lambda ctx, err: None, None)
+
+METADATA = {"id": "i-0123456789abcdef0", "owner": "default", "size": "t3.micro", "image": "debian-12-podman",
+            "image-version": "1.0.0", "reservation": "r-0123456789abcdef0"}
+
+
+def spec(**changes) -> DomainSpec:
+    base = DomainSpec(
+        name="computed-i-0123456789abcdef0", domain_type="test", vcpus=2, memory_mib=1024,
+        kernel="/var/lib/computed/images/x/abc/vmlinuz", initrd="/var/lib/computed/images/x/abc/initrd.img",
+        cmdline="root=/dev/vda console=ttyS0", disk="/var/lib/computed/instances/i-1/disk.qcow2",
+        seed="/var/lib/computed/instances/i-1/seed.iso", console_log="/var/lib/computed/instances/i-1/console.log",
+        ssh_host="127.0.0.1", ssh_port=42211, metadata=dict(METADATA))
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.fixture
+def conn():
+    conn = libvirt.open("test:///default")
+    yield conn
+    for dom in conn.listAllDomains():
+        if dom.name().startswith("computed-"):
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+    conn.close()
+
+
+def test_shape():
+    s = spec(domain_type="kvm")
+    root = ET.fromstring(domain_xml.build(s))
+    assert root.tag == "domain" and root.get("type") == "kvm"
+    assert root.findtext("name") == s.name
+    memory = root.find("memory")
+    assert (memory.text, memory.get("unit")) == ("1024", "MiB")
+    assert root.findtext("vcpu") == "2"
+    assert root.find("os/type").text == "hvm"
+    assert root.findtext("os/kernel") == s.kernel
+    assert root.findtext("os/initrd") == s.initrd
+    assert root.findtext("os/cmdline") == s.cmdline
+    assert root.find("cpu").get("mode") == "host-passthrough"
+    assert root.findtext("on_poweroff") == "destroy"
+
+    disks = root.findall("devices/disk")
+    assert len(disks) == 2
+    root_disk, seed = disks
+    for disk in disks:
+        assert disk.get("type") == "file" and disk.get("device") == "disk"
+        assert disk.find("target").get("bus") == "virtio"
+    assert root_disk.find("source").get("file") == s.disk
+    assert (root_disk.find("target").get("dev"), root_disk.find("driver").get("type")) == ("vda", "qcow2")
+    assert root_disk.find("readonly") is None
+    assert seed.find("source").get("file") == s.seed
+    assert (seed.find("target").get("dev"), seed.find("driver").get("type")) == ("vdb", "raw")
+    assert seed.find("readonly") is not None
+
+    for tag in ("serial", "console"):
+        device = root.find(f"devices/{tag}")
+        assert device.get("type") == "file"
+        assert device.find("source").get("path") == s.console_log
+        assert device.find("source").get("append") == "on"
+    assert root.find("devices/console/target").get("type") == "serial"
+    assert root.find("devices/interface") is None  # the NIC is on QEMU's command line
+
+    args = [a.get("value") for a in root.findall(f"{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}arg")]
+    assert args[0] == "-netdev" and args[2] == "-device"
+    assert "hostfwd=tcp:127.0.0.1:42211-:22" in args[1].split(",")
+    assert args[1].startswith("user,id=computed-net0,")
+    assert "addr=0x1e" in args[3].split(",") and "netdev=computed-net0" in args[3].split(",")
+    assert args[3].startswith("virtio-net-pci,")
+
+
+def test_no_cpu_element_for_the_test_driver():
+    assert ET.fromstring(domain_xml.build(spec())).find("cpu") is None
+
+
+def test_accepted_by_the_test_driver(conn):
+    s = spec()
+    dom = conn.defineXML(domain_xml.build(s))
+    try:
+        assert dom.name() == s.name
+        assert dom.maxMemory() == 1024 * 1024  # KiB
+        assert dom.info()[3] == 2
+        xml = dom.XMLDesc()
+        assert domain_xml.read_metadata(xml) == METADATA
+        back = ET.fromstring(xml)
+        assert [d.find("source").get("file") for d in back.findall("devices/disk")] == [s.disk, s.seed]
+        assert back.findtext("os/cmdline") == s.cmdline
+        dom.create()
+        assert dom.isActive()
+        dom.destroy()
+    finally:
+        dom.undefine()
+    assert s.name not in [d.name() for d in conn.listAllDomains()]
+
+
+def test_metadata_round_trip():
+    assert domain_xml.read_metadata(domain_xml.build(spec())) == METADATA
+
+
+def test_read_metadata_of_a_domain_that_is_not_ours():
+    assert domain_xml.read_metadata("<domain type='kvm'><name>other</name></domain>") == {}
+    assert domain_xml.read_metadata("<domain><metadata><x:y xmlns:x='urn:x'/></metadata></domain>") == {}
+
+
+HOSTILE = [
+    "</computed:id><evil/><computed:id>",
+    "<![CDATA[ x ]]>",
+    "]]>",
+    "a & b &amp; &lt; &#x41; &unknown;",
+    "\"double\" and 'single' quotes",
+    "line one\nline two\n",
+    "tab\tseparated",
+    "../../../etc/passwd",
+    "<?xml version='1.0'?><!DOCTYPE x [<!ENTITY e SYSTEM 'file:///etc/passwd'>]>&e;",
+    "ünïcödé ✓ 日本",
+    "${HOME} $(reboot) `id`",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_metadata_values_stay_data(value, conn):
+    metadata = dict(METADATA, owner=value, image=value + value)
+    xml = domain_xml.build(spec(metadata=metadata))
+    assert domain_xml.read_metadata(xml) == metadata
+    root = ET.fromstring(xml)
+    assert not [el for el in root.iter() if el.tag in ("evil", "x") or "ENTITY" in el.tag]
+    baseline = ET.fromstring(domain_xml.build(spec()))
+    assert [el.tag for el in root.iter()] == [el.tag for el in baseline.iter()]  # no element added or lost
+    # and libvirt sees the same values
+    dom = conn.defineXML(xml)
+    try:
+        assert domain_xml.read_metadata(dom.XMLDesc()) == metadata
+    finally:
+        dom.undefine()
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_paths_and_cmdline_stay_data(value):
+    s = spec(kernel="/k/" + value, cmdline="root=/dev/vda " + value, disk="/d/" + value, seed=value,
+             console_log="/c/" + value, name="computed-" + value.replace("\n", " "))
+    root = ET.fromstring(domain_xml.build(s))
+    assert root.findtext("name") == s.name
+    assert root.findtext("os/kernel") == s.kernel
+    assert root.findtext("os/cmdline") == s.cmdline
+    assert [d.find("source").get("file") for d in root.findall("devices/disk")] == [s.disk, s.seed]
+    assert root.find("devices/serial/source").get("path") == s.console_log
+    baseline = ET.fromstring(domain_xml.build(spec()))
+    assert [el.tag for el in root.iter()] == [el.tag for el in baseline.iter()]
+
+
+def test_probe_domain_has_no_disks_and_no_network():
+    root = ET.fromstring(domain_xml.build_probe(spec(domain_type="kvm", disk="", seed="")))
+    assert root.findall("devices/disk") == []
+    assert root.find(f"{{{QEMU_NS}}}commandline") is None
+    assert root.findtext("os/kernel") == spec().kernel
+    assert root.find("devices/serial/source").get("path") == spec().console_log
+
+
+def test_metadata_namespace():
+    root = ET.fromstring(domain_xml.build(spec()))
+    inst = root.find(f"metadata/{{{METADATA_NS}}}instance")
+    assert inst is not None
+    assert [child.tag.split("}", 1)[1] for child in inst] == list(METADATA)

@@ -1,0 +1,180 @@
+"""/openapi.json, /docs and /health: the API describes itself, offline."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from computed import __version__
+
+try:  # only if already installed; never required
+    from openapi_spec_validator import validate as validate_spec
+except ImportError:  # pragma: no cover - depends on the environment
+    validate_spec = None
+
+#: every /v1 operation the service has
+OPERATIONS = {
+    ("/v1/sizes", "get"), ("/v1/images", "get"),
+    ("/v1/keypairs", "get"), ("/v1/keypairs", "post"),
+    ("/v1/keypairs/{name}", "get"), ("/v1/keypairs/{name}", "delete"),
+    ("/v1/instances", "get"), ("/v1/instances", "post"),
+    ("/v1/instances/{instance_id}", "get"), ("/v1/instances/{instance_id}", "delete"),
+    ("/v1/instances/{instance_id}/stop", "post"), ("/v1/instances/{instance_id}/start", "post"),
+    ("/v1/instances/{instance_id}/reboot", "post"), ("/v1/instances/{instance_id}/console", "get"),
+}
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+ERROR_REF = "#/components/schemas/ErrorResponse"
+
+
+@pytest.fixture
+def spec(client) -> dict:
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    return response.get_json()
+
+
+def resolve(spec: dict, ref: str):
+    assert ref.startswith("#/"), ref
+    node = spec
+    for part in ref[2:].split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        assert isinstance(node, dict) and part in node, f"unresolvable $ref {ref}"
+        node = node[part]
+    return node
+
+
+def walk(node):
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from walk(value)
+
+
+def operations(spec: dict):
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            if method in HTTP_METHODS:
+                yield path, method, op
+
+
+def test_is_openapi_3(spec):
+    if validate_spec is not None:
+        validate_spec(spec)
+    assert re.fullmatch(r"3\.\d+\.\d+", spec["openapi"])
+    assert spec["info"]["title"] == "computed"
+    assert spec["info"]["version"] == __version__
+    assert isinstance(spec["paths"], dict) and spec["paths"]
+    tags = {t["name"] for t in spec.get("tags", [])}
+    operation_ids = []
+    for path, item in spec["paths"].items():
+        assert path.startswith("/")
+        assert set(item) <= HTTP_METHODS | {"parameters", "summary", "description"}, item.keys()
+        path_params = {p["name"]: p for p in item.get("parameters", [])}
+        for method, op in ((m, o) for m, o in item.items() if m in HTTP_METHODS):
+            params = path_params | {p["name"]: p for p in op.get("parameters", []) if "name" in p}
+            for name in re.findall(r"{([^}]+)}", path):
+                assert name in params, f"{method} {path}: {{{name}}} is not declared"
+                assert params[name]["in"] == "path" and params[name]["required"] is True
+            for p in params.values():
+                assert p["in"] in ("path", "query", "header", "cookie")
+                assert "schema" in p or "content" in p
+            assert op["responses"], f"{method} {path} has no responses"
+            for status in op["responses"]:
+                assert status == "default" or re.fullmatch(r"[1-5]\d\d", status), status
+            assert op.get("summary"), f"{method} {path} has no summary"
+            assert set(op.get("tags", [])) <= tags
+            if "operationId" in op:
+                operation_ids.append(op["operationId"])
+            if "requestBody" in op:
+                assert "application/json" in op["requestBody"]["content"]
+    assert len(operation_ids) == len(set(operation_ids))
+    for node in walk(spec):  # every reference resolves
+        if "$ref" in node:
+            resolve(spec, node["$ref"])
+    for name, schema in spec["components"]["schemas"].items():
+        assert isinstance(schema, dict) and ("type" in schema or "properties" in schema or "$ref" in schema), name
+
+
+def test_every_v1_operation_is_documented(spec, app):
+    documented = {(path, method) for path, method, _ in operations(spec)}
+    assert documented == OPERATIONS
+    served = set()
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith("/v1"):
+            path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+            served |= {(path, m.lower()) for m in rule.methods - {"HEAD", "OPTIONS"}}
+    assert served == OPERATIONS
+
+
+def test_error_responses_use_the_error_schema(spec):
+    assert resolve(spec, ERROR_REF)["properties"]["error"]
+    detail = resolve(spec, resolve(spec, ERROR_REF)["properties"]["error"]["$ref"])
+    assert set(detail["required"]) == {"code", "message"}
+    for path, method, op in operations(spec):
+        errors = {s: r for s, r in op["responses"].items() if s == "default" or int(s) >= 400}
+        assert "default" in errors
+        for status, response in errors.items():
+            if "$ref" in response:
+                response = resolve(spec, response["$ref"])
+            schema = response["content"]["application/json"]["schema"]
+            assert schema == {"$ref": ERROR_REF}, f"{method} {path} {status}"
+
+
+DOCUMENTED_ERRORS = [
+    ("/v1/instances", "post", {"400", "503"}), ("/v1/instances", "get", {"400"}),
+    ("/v1/keypairs", "post", {"400", "409"}),
+    ("/v1/keypairs/{name}", "get", {"404"}), ("/v1/keypairs/{name}", "delete", {"404"}),
+    ("/v1/instances/{instance_id}", "get", {"404"}), ("/v1/instances/{instance_id}", "delete", {"404"}),
+    ("/v1/instances/{instance_id}/stop", "post", {"404", "409"}),
+    ("/v1/instances/{instance_id}/start", "post", {"404", "409"}),
+    ("/v1/instances/{instance_id}/reboot", "post", {"404", "409"}),
+    ("/v1/instances/{instance_id}/console", "get", {"404"}),
+]
+
+
+def test_documented_error_statuses(spec, case):
+    for path, method, statuses in DOCUMENTED_ERRORS:
+        with case(f"{method} {path}"):
+            assert statuses <= set(spec["paths"][path][method]["responses"])
+
+
+def test_documented_statuses_are_ones_the_api_answers(spec):
+    documented = {s for _, _, op in operations(spec) for s in op["responses"]}
+    assert "422" not in documented
+
+
+def test_request_bodies_are_described(spec):
+    launch = spec["paths"]["/v1/instances"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    fields = resolve(spec, launch["$ref"])["properties"]
+    assert {"size", "image", "key_name", "user_data", "user_data_base64", "count", "tags",
+            "client_token"} <= set(fields)
+    query = {p["name"] for p in spec["paths"]["/v1/instances"]["get"]["parameters"] if p["in"] == "query"}
+    assert {"state", "size", "image", "key_name", "tag", "limit", "next_token"} <= query
+
+
+def test_docs_page(client, spec):
+    response = client.get("/docs")
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    html = response.get_data(as_text=True)
+    assert html.lower().startswith("<!doctype html>")
+    for path, method, op in operations(spec):
+        assert f"<code>{path}</code>" in html, path
+        assert re.search(rf"<span class=m>{method.upper()}</span> <code>{re.escape(path)}</code>", html), (method, path)
+    # works offline: nothing loaded from elsewhere
+    assert "<script" not in html.lower()
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", html, re.IGNORECASE)
+    assert not re.search(r"""url\(\s*["']?\s*(?:https?:)?//""", html, re.IGNORECASE)
+    assert not re.search(r"@import", html, re.IGNORECASE)
+    assert not re.search(r"<link\b", html, re.IGNORECASE)
+
+
+def test_health(client):
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "version": __version__}
