@@ -42,6 +42,15 @@ class Lifecycle:
         with self.db.session() as s:
             return s.get(Instance, instance_id)
 
+    def _move(self, instance_id: str, expected: str, state: str, reason: tuple[str, str] | None = None) -> bool:
+        """EXPECTED -> STATE, unless the instance has moved on meanwhile (e.g. terminated)."""
+        with self.db.session() as s:
+            inst = s.get(Instance, instance_id)
+            if inst is None or inst.state != expected:
+                return False
+            set_state(inst, state, reason)
+            return True
+
     def _state(self, instance_id: str) -> str | None:
         inst = self._load(instance_id)
         return inst.state if inst else None
@@ -79,10 +88,7 @@ class Lifecycle:
                 log.warning("launch of %s failed: %s", instance_id, e)
                 self._end(instance_id, (code, f"launch failed: {e}"))
                 return
-            with self.db.session() as s:
-                inst = s.get(Instance, instance_id)
-                if inst.state == "pending":
-                    set_state(inst, "running")
+            self._move(instance_id, "pending", "running")
         self._readiness(instance_id, first_boot=True)
 
     def _start(self, instance_id: str) -> None:
@@ -94,14 +100,9 @@ class Lifecycle:
                 self.provisioner.start(inst)
             except Exception as e:
                 log.warning("start of %s failed: %s", instance_id, e)
-                with self.db.session() as s:
-                    set_state(s.get(Instance, instance_id), "stopped",
-                              ("Server.InternalError", f"start failed: {e}"))
+                self._move(instance_id, "pending", "stopped", ("Server.InternalError", f"start failed: {e}"))
                 return
-            with self.db.session() as s:
-                inst = s.get(Instance, instance_id)
-                if inst.state == "pending":
-                    set_state(inst, "running")
+            self._move(instance_id, "pending", "running")
         self._readiness(instance_id, first_boot=False)
 
     def _stop(self, instance_id: str) -> None:
@@ -110,10 +111,7 @@ class Lifecycle:
             if inst is None or inst.state != "stopping":
                 return
             self.provisioner.stop(inst)
-            with self.db.session() as s:
-                inst = s.get(Instance, instance_id)
-                if inst.state == "stopping":
-                    set_state(inst, "stopped", USER_STOP)
+            self._move(instance_id, "stopping", "stopped", USER_STOP)
 
     def _reboot(self, instance_id: str) -> None:
         with self.worker.lock(instance_id):
