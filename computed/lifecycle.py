@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import time
 
+import paramiko
+
 from .db import Database
 from .models import Instance, utcnow
 from .provisioner import LaunchError, Provisioner, Undo
@@ -169,8 +171,11 @@ class Lifecycle:
                 if inst.state != "running":
                     return
                 inst.ready_ssh = True
-            ok, detail = self.provisioner.check_engine(inst, client)
-            if not ok:
+            try:
+                ok, detail = self.provisioner.check_engine(inst, client)
+            except (OSError, EOFError, paramiko.SSHException) as e:
+                ok, detail = False, f"the SSH session broke: {e!r}"
+            if not ok and self._state(instance_id) == "running":
                 log.warning("container engine check on %s failed: %s", instance_id, detail)
             with self.db.session() as s:
                 inst = s.get(Instance, instance_id)
