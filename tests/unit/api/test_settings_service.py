@@ -32,7 +32,7 @@ def test_defaults(tmp_path):
 def test_environment(tmp_path):
     s = load(tmp_path, COMPUTED_DATABASE_URL="postgresql://u@db/computed", COMPUTED_LIBVIRT_URI="qemu+ssh://h/system",
              COMPUTED_DOMAIN_TYPE="qemu", COMPUTED_SSH_PORTS="43000-43010", COMPUTED_TERMINATED_RETENTION="60",
-             COMPUTED_API_HOST="0.0.0.0", COMPUTED_API_PORT="9000", COMPUTED_SSH_HOST="10.0.0.1",
+             COMPUTED_API_HOST="0.0.0.0", COMPUTED_API_PORT="9000", COMPUTED_SSH_HOST="vmhost.example",
              COMPUTED_INSTANCES_DIR=str(tmp_path / "vms"), COMPUTED_SIZES_FILE=str(tmp_path / "sizes.toml"))
     assert s.database_url == "postgresql://u@db/computed"
     assert s.libvirt_uri == "qemu+ssh://h/system"
@@ -40,7 +40,7 @@ def test_environment(tmp_path):
     assert s.ssh_ports == (43000, 43010)
     assert s.terminated_retention == 60
     assert (s.api_host, s.api_port) == ("0.0.0.0", 9000)
-    assert s.ssh_host == "10.0.0.1"
+    assert s.ssh_host == "vmhost.example"
     assert s.instances_dir == tmp_path / "vms"
     assert s.sizes_file == tmp_path / "sizes.toml"
 
