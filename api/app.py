@@ -9,6 +9,7 @@ from flask import Flask
 from flask_smorest import Api
 
 from computed import __version__
+from computed.clock import Clock
 from computed.service import Service
 from computed.settings import Settings
 
@@ -22,12 +23,13 @@ class ComputedApi(Api):
     ERROR_SCHEMA = ErrorResponseSchema  # what errors.register really sends
 
 
-def create_app(config: Settings | dict | None = None, service: Service | None = None) -> Flask:
+def create_app(config: Settings | dict | None = None, service: Service | None = None,
+               clock: Clock | None = None) -> Flask:
     """CONFIG: Settings, or a dict of Settings fields overriding those loaded from the
     environment and config file, or None for those alone."""
     if service is None:
         settings = config if isinstance(config, Settings) else Settings.load(**(config or {}))
-        service = Service(settings)
+        service = Service(settings, clock)
     app = Flask(__name__)
     app.config.update(
         API_TITLE="computed", API_VERSION=__version__, OPENAPI_VERSION="3.0.3",

@@ -25,7 +25,8 @@ from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, Instan
                      InvalidParameterValue)
 from .keypairs import KeyPairs
 from .lifecycle import USER_STOP, USER_TERMINATE, Lifecycle, set_state
-from .models import Instance, Tag, utcnow
+from .clock import Clock
+from .models import Instance, Tag, UsageEvent
 from .provisioner import Provisioner, port_is_free
 from .settings import Settings
 from .sizes import SizeCatalog
@@ -85,7 +86,8 @@ def check_tags(tags: dict[str, str]) -> dict[str, str]:
 
 class Instances:
     def __init__(self, settings: Settings, db: Database, sizes: SizeCatalog, keypairs: KeyPairs,
-                 images: ImageStore, provisioner: Provisioner, lifecycle: Lifecycle):
+                 images: ImageStore, provisioner: Provisioner, lifecycle: Lifecycle, clock: Clock):
+        self.clock = clock
         self.settings = settings
         self.db = db
         self.sizes = sizes
@@ -122,6 +124,7 @@ class Instances:
         with self.db.session() as s:
             ports = self._free_ports(s, req.count)
             reservation = new_id("r")
+            now = self.clock.now()
             created = []
             for index, port in enumerate(ports):
                 instance_id = new_id("i")
@@ -134,9 +137,10 @@ class Instances:
                     user_data=req.user_data, client_token=req.client_token, request_hash=fingerprint,
                     host_uri=self.provisioner.host.uri, domain_name=f"computed-{instance_id}",
                     ssh_host=self.settings.ssh_host, ssh_port=port, ready_ssh=False, ready_engine=False,
-                    launch_time=utcnow(), state_changed_at=utcnow(),
+                    launch_time=now, state_changed_at=now,
                     tags=[Tag(key=k, value=v) for k, v in sorted(req.tags.items())])
                 s.add(inst)
+                s.add(UsageEvent.of(inst))
                 created.append(inst)
         for inst in created:
             self.lifecycle.launch(inst.id)
@@ -208,7 +212,7 @@ class Instances:
 
     def purge(self) -> int:
         """Forget instances terminated longer ago than the retention setting."""
-        cutoff = utcnow() - dt.timedelta(seconds=self.settings.terminated_retention)
+        cutoff = self.clock.now() - dt.timedelta(seconds=self.settings.terminated_retention)
         with self.db.session() as s:
             result = s.execute(delete(Instance).where(Instance.state == "terminated",
                                                       Instance.terminated_at < cutoff))
@@ -234,7 +238,7 @@ class Instances:
             if target is None:
                 return inst, False
             reason = {"stopping": USER_STOP, "shutting-down": USER_TERMINATE}.get(target)
-            set_state(inst, target, reason)
+            set_state(inst, target, reason, self.clock.now())
             return inst, True
 
     def stop(self, instance_id: str) -> Instance:

@@ -4,13 +4,16 @@ state change is written in one transaction with the facts it depends on."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 
 import paramiko
+from sqlalchemy.orm import object_session
 
 from .db import Database
-from .models import Instance, utcnow
+from .clock import Clock
+from .models import Instance, UsageEvent
 from .provisioner import LaunchError, Provisioner, Undo
 from .settings import Settings
 from .worker import Worker
@@ -21,20 +24,23 @@ USER_STOP = ("Client.UserInitiatedShutdown", "User initiated shutdown")
 USER_TERMINATE = ("Client.UserInitiatedShutdown", "User initiated shutdown")
 
 
-def set_state(inst: Instance, state: str, reason: tuple[str, str] | None = None) -> None:
-    """The one place an instance's state changes (usage events will be written here)."""
+def set_state(inst: Instance, state: str, reason: tuple[str, str] | None, now: dt.datetime) -> None:
+    """The one place an instance's state changes; its usage event goes into the same
+    transaction (INST must belong to a session)."""
     inst.state = state
-    inst.state_changed_at = utcnow()
+    inst.state_changed_at = now
     inst.state_reason_code, inst.state_reason_message = reason or (None, None)
     if state != "running":
         inst.ready_ssh = inst.ready_engine = False
     if state == "terminated":
         inst.terminated_at = inst.state_changed_at
         inst.ssh_port = None  # the port goes back to the pool
+    object_session(inst).add(UsageEvent.of(inst))
 
 
 class Lifecycle:
-    def __init__(self, settings: Settings, db: Database, provisioner: Provisioner, worker: Worker):
+    def __init__(self, settings: Settings, db: Database, provisioner: Provisioner, worker: Worker, clock: Clock):
+        self.clock = clock
         self.settings = settings
         self.db = db
         self.provisioner = provisioner
@@ -50,7 +56,7 @@ class Lifecycle:
             inst = s.get(Instance, instance_id)
             if inst is None or inst.state != expected:
                 return False
-            set_state(inst, state, reason)
+            set_state(inst, state, reason, self.clock.now())
             return True
 
     def _state(self, instance_id: str) -> str | None:
@@ -145,7 +151,7 @@ class Lifecycle:
         with self.db.session() as s:
             inst = s.get(Instance, instance_id)
             if inst is not None and inst.state != "terminated":
-                set_state(inst, "terminated", reason)
+                set_state(inst, "terminated", reason, self.clock.now())
 
     def _readiness(self, instance_id: str, first_boot: bool) -> None:
         """ready_ssh once the service logs in with its own key, ready_engine once the
@@ -161,8 +167,7 @@ class Lifecycle:
                 off = self.provisioner.is_off(inst)
                 why = ("the guest powered off during its first boot" if off
                        else f"no SSH login within {self.settings.boot_timeout} s of the first boot")
-                with self.db.session() as s:
-                    set_state(s.get(Instance, instance_id), "shutting-down", ("Server.BootFailure", why))
+                self._move(instance_id, "running", "shutting-down", ("Server.BootFailure", why))
                 self._terminate(instance_id, ("Server.BootFailure", f"launch failed: {why}"))
             return
         try:

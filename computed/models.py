@@ -14,6 +14,10 @@ NAMING = {"ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_nam
           "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s", "pk": "pk_%(table_name)s"}
 
 
+#: every instance belongs to this account until accounts exist
+DEFAULT_OWNER = "default"
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -90,6 +94,28 @@ class Instance(Base):
                                            lazy="selectin", order_by="Tag.key")
 
     __table_args__ = (UniqueConstraint("host_uri", "ssh_host", "ssh_port", name="uq_instances_ssh_endpoint"),)
+
+
+class UsageEvent(Base):
+    """Append-only: one row per state change of an instance, written in the transaction of
+    the change, carrying what billing needs as it was then (a later change of the price
+    catalog never rewrites past usage). ``id`` is the monotonic sequence number."""
+    __tablename__ = "usage_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    instance_id: Mapped[str] = mapped_column(String(19), index=True)  # outlives the instance row
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[str] = mapped_column(String(64))
+    image: Mapped[str] = mapped_column(String(64))
+    price_per_hour: Mapped[str] = mapped_column(String(32))
+    currency: Mapped[str] = mapped_column(String(3))
+    state: Mapped[str] = mapped_column(String(16))
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+
+    @classmethod
+    def of(cls, inst: Instance) -> UsageEvent:
+        return cls(instance_id=inst.id, owner=DEFAULT_OWNER, size=inst.size, image=inst.image,
+                   price_per_hour=inst.price_per_hour, currency=inst.currency, state=inst.state,
+                   at=inst.state_changed_at)
 
 
 class Tag(Base):

@@ -8,6 +8,7 @@ import threading
 
 from images.store import ImageStore
 
+from .clock import Clock
 from .db import Database
 from .instances import Instances
 from .keypairs import KeyPairs
@@ -25,8 +26,9 @@ PURGE_INTERVAL = 60.0
 
 
 class Service:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, clock: Clock | None = None):
         self.settings = settings
+        self.clock = clock or Clock()
         settings.instances_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.database_url)
         self.images = ImageStore(settings.image_store)
@@ -36,9 +38,9 @@ class Service:
         self.management_key = ManagementKey(settings.var_dir / "management" / "id_ed25519")
         self.provisioner = Provisioner(settings, self.host, self.images, self.management_key)
         self.worker = Worker(settings.workers)
-        self.lifecycle = Lifecycle(settings, self.db, self.provisioner, self.worker)
+        self.lifecycle = Lifecycle(settings, self.db, self.provisioner, self.worker, self.clock)
         self.instances = Instances(settings, self.db, self.sizes, self.keypairs, self.images,
-                                   self.provisioner, self.lifecycle)
+                                   self.provisioner, self.lifecycle, self.clock)
         self._stop = threading.Event()
         self._purger = threading.Thread(target=self._purge_loop, name="computed-purge", daemon=True)
         self._purger.start()

@@ -115,8 +115,8 @@ def make_app(settings: Settings, image):
     """make_app(**setting_changes) -> a Flask app on its own Service; closed at teardown."""
     apps = []
 
-    def make(**changes):
-        app = create_app(settings.replace(**changes) if changes else settings)
+    def make(clock=None, **changes):
+        app = create_app(settings.replace(**changes) if changes else settings, clock=clock)
         app.test_client_class = CheckedClient
         apps.append(app)
         return app

@@ -281,8 +281,8 @@ def test_terminated_instances_are_purged_after_the_retention(make_app, wait, exp
     wait(svc)
     assert state(client, doomed) == "terminated"  # still visible within the retention
 
-    later = computed.instances.utcnow() + dt.timedelta(seconds=2)
-    monkeypatch.setattr(computed.instances, "utcnow", lambda: later)
+    later = svc.clock.now() + dt.timedelta(seconds=2)
+    monkeypatch.setattr(svc.instances.clock, "now", lambda: later)
     expect_error(client.get(f"/v1/instances/{doomed}"), 404, "InvalidInstanceID.NotFound")
     assert [i["id"] for i in client.get("/v1/instances").get_json()["instances"]] == [kept]
     assert state(client, kept) == "running"  # only terminated instances go

@@ -8,10 +8,13 @@ import sqlite3
 import pytest
 from sqlalchemy import exc, select, text
 
-from computed.db import Database
+from computed.db import MIGRATIONS, Database
 from computed.models import Instance, KeyPair, Tag, UtcDateTime
 
-EXPECTED_TABLES = {"alembic_version", "instances", "key_pairs", "tags"}
+EXPECTED_TABLES = {"alembic_version", "instances", "key_pairs", "tags", "usage_events"}
+
+
+HEAD = max(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9]*.py"))
 
 
 def raw(path, sql):
@@ -26,11 +29,11 @@ def test_upgrade_once_and_idempotent(tmp_path):
     with first.session() as s:
         s.add(KeyPair(name="kept", key_type="ssh-ed25519", public_key="ssh-ed25519 AAAA", fingerprint="SHA256:x"))
     first.dispose()
-    assert raw(path, "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert raw(path, "SELECT version_num FROM alembic_version") == [(HEAD,)]
 
     second = Database(url)  # upgrades nothing: same version, data intact
     try:
-        assert raw(path, "SELECT version_num FROM alembic_version") == [("0001",)]
+        assert raw(path, "SELECT version_num FROM alembic_version") == [(HEAD,)]
         tables = {name for (name,) in raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert tables == EXPECTED_TABLES
         with second.session() as s:
