@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 from sqlalchemy import (Boolean, DateTime, ForeignKey, Integer, LargeBinary, MetaData, String, Text,
                         TypeDecorator, UniqueConstraint)
@@ -110,12 +111,15 @@ class UsageEvent(Base):
     currency: Mapped[str] = mapped_column(String(3))
     state: Mapped[str] = mapped_column(String(16))
     at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    #: the instance's tags then, as a JSON object (reports group by them after a purge too)
+    tags: Mapped[str] = mapped_column(Text, default="{}")
 
     @classmethod
     def of(cls, inst: Instance) -> UsageEvent:
         return cls(instance_id=inst.id, owner=DEFAULT_OWNER, size=inst.size, image=inst.image,
                    price_per_hour=inst.price_per_hour, currency=inst.currency, state=inst.state,
-                   at=inst.state_changed_at)
+                   at=inst.state_changed_at,
+                   tags=json.dumps({t.key: t.value for t in inst.tags}, sort_keys=True))
 
 
 class Tag(Base):

@@ -28,6 +28,7 @@ def upgrade() -> None:
     sa.Column('currency', sa.String(length=3), nullable=False),
     sa.Column('state', sa.String(length=16), nullable=False),
     sa.Column('at', computed.models.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('tags', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_usage_events'))
     )
     with op.batch_alter_table('usage_events', schema=None) as batch_op:
