@@ -13,7 +13,7 @@ from computed.clock import Clock
 from computed.service import Service
 from computed.settings import Settings
 
-from . import catalog, docs, errors, instances, keypairs
+from . import billing, catalog, docs, errors, instances, keypairs
 from .schemas import ErrorResponseSchema
 
 MAX_BODY = 1024 * 1024
@@ -38,7 +38,7 @@ def create_app(config: Settings | dict | None = None, service: Service | None = 
     )
     app.extensions["computed"] = service
     api = ComputedApi(app, spec_kwargs={"info": {"description": "Self-hosted, EC2-style virtual machines."}})
-    for module in (catalog, keypairs, instances):
+    for module in (catalog, keypairs, instances, billing):
         api.register_blueprint(module.blp)
     app.register_blueprint(docs.blp)
     errors.register(app)

@@ -40,6 +40,7 @@ def view(inst: Instance) -> dict:
         "ssh": {"host": inst.ssh_host if reachable else None, "port": inst.ssh_port if reachable else None,
                 "user": user, "command": command},
         "ready": {"ssh": inst.ready_ssh, "container_engine": inst.ready_engine},
+        "cost_so_far": str(svc.billing.cost_so_far(inst)),
     }
 
 

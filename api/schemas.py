@@ -153,6 +153,7 @@ class InstanceSchema(Schema):
     host = fields.String(required=True, metadata={"description": "the libvirt URI of the instance's host"})
     ssh = fields.Nested(SSHEndpointSchema, required=True)
     ready = fields.Nested(ReadinessSchema, required=True)
+    cost_so_far = fields.String(required=True, metadata={"description": "since launch, exact decimal, in currency"})
 
 
 class InstanceListSchema(Schema):
@@ -180,3 +181,44 @@ class ConsoleSchema(Schema):
     instance_id = fields.String(required=True)
     output = fields.String(required=True, metadata={"description": "the last 64 KiB of the serial console"})
     timestamp = fields.DateTime(required=True)
+
+
+class BillingQuerySchema(Schema):
+    start = fields.AwareDateTime(required=True, metadata={"example": "2026-03-01T00:00:00Z"})
+    end = fields.AwareDateTime(required=True)
+    group_by = fields.List(fields.String(validate=validate.OneOf(["hour", "owner", "size", "tag"])),
+                           load_default=lambda: ["hour", "owner", "size", "tag"])
+    format = fields.String(load_default="json", validate=validate.OneOf(["json", "csv"]))
+
+
+class BillingRowSchema(Schema):
+    hour = fields.DateTime(required=True)
+    instance_id = fields.String(required=True)
+    owner = fields.String(required=True)
+    size = fields.String(required=True)
+    image = fields.String(required=True)
+    tags = fields.Dict(keys=fields.String(), values=fields.String())
+    seconds_running = fields.Integer(required=True)
+    quantity = fields.String(required=True, metadata={"description": "instance-hours or seconds billed (decimal)"})
+    rate_per_hour = fields.String(required=True)
+    cost = fields.String(required=True, metadata={"description": "exact decimal"})
+    currency = fields.String(required=True)
+
+
+class MoneySchema(Schema):
+    currency = fields.String(required=True)
+    cost = fields.String(required=True)
+
+
+class GroupTotalSchema(MoneySchema):
+    key = fields.String(required=True)
+
+
+class BillingReportSchema(Schema):
+    start = fields.DateTime(required=True)
+    end = fields.DateTime(required=True)
+    policy = fields.String(required=True)
+    unit = fields.String(required=True)
+    rows = fields.List(fields.Nested(BillingRowSchema), required=True)
+    total = fields.List(fields.Nested(MoneySchema), required=True)
+    totals = fields.Dict(keys=fields.String(), values=fields.List(fields.Nested(GroupTotalSchema)))

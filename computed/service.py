@@ -8,6 +8,7 @@ import threading
 
 from images.store import ImageStore
 
+from .billing import Billing
 from .clock import Clock
 from .db import Database
 from .instances import Instances
@@ -41,6 +42,7 @@ class Service:
         self.lifecycle = Lifecycle(settings, self.db, self.provisioner, self.worker, self.clock)
         self.instances = Instances(settings, self.db, self.sizes, self.keypairs, self.images,
                                    self.provisioner, self.lifecycle, self.clock)
+        self.billing = Billing(self.db, settings.billing_policy, self.clock)
         self._stop = threading.Event()
         self._purger = threading.Thread(target=self._purge_loop, name="computed-purge", daemon=True)
         self._purger.start()

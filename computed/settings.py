@@ -94,6 +94,8 @@ SETTINGS = (
     Setting("stop_timeout", "instances", "stop_timeout_seconds", "COMPUTED_STOP_TIMEOUT", 120, _positive),
     Setting("sizes_file", "instances", "sizes_file", "COMPUTED_SIZES_FILE", None, Path),
     Setting("workers", "instances", "workers", "COMPUTED_WORKERS", 4, _positive),
+    Setting("billing_policy", "billing", "policy", "COMPUTED_BILLING_POLICY", "hourly",
+            _choice("hourly", "per-second")),
     Setting("api_host", "api", "host", "COMPUTED_API_HOST", "127.0.0.1"),
     Setting("api_port", "api", "port", "COMPUTED_API_PORT", 8080, _port),
     Setting("api_threads", "api", "threads", "COMPUTED_API_THREADS", 8, _positive),
@@ -133,6 +135,8 @@ class Settings:
     sizes_file: Path | None = None
     #: background workers that launch, stop, start and terminate
     workers: int = 4
+    #: hourly (each started instance-hour) | per-second (60-second minimum per start)
+    billing_policy: str = "hourly"
     #: where ``computed serve`` listens, and its request threads
     api_host: str = "127.0.0.1"
     api_port: int = 8080

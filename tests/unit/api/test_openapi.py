@@ -22,6 +22,7 @@ OPERATIONS = {
     ("/v1/instances/{instance_id}", "get"), ("/v1/instances/{instance_id}", "delete"),
     ("/v1/instances/{instance_id}/stop", "post"), ("/v1/instances/{instance_id}/start", "post"),
     ("/v1/instances/{instance_id}/reboot", "post"), ("/v1/instances/{instance_id}/console", "get"),
+    ("/v1/billing/report", "get"),
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 ERROR_REF = "#/components/schemas/ErrorResponse"
