@@ -10,6 +10,7 @@ from flask import Response
 from flask_smorest import Blueprint
 from marshmallow import RAISE
 
+from computed.chart import cost_chart_png
 from computed.metering import Report
 
 from .schemas import BillingQuerySchema, BillingReportSchema, ErrorResponseSchema
@@ -67,8 +68,11 @@ def as_csv(report: Report) -> str:
 @blp.alt_response(400, schema=ErrorResponseSchema)
 def report(args):
     """The hourly cost report for [start, end): one row per instance per UTC clock hour,
-    with totals; ``format=csv`` for a CSV in the AWS Cost and Usage Report's columns."""
+    with totals; ``format=csv`` for a CSV in the AWS Cost and Usage Report's columns,
+    ``format=png`` for a chart of cost per hour stacked by size."""
     result = service().billing.report(args["start"], args["end"])
+    if args["format"] == "png":
+        return Response(cost_chart_png(result), mimetype="image/png")
     if args["format"] == "csv":
         return Response(as_csv(result), mimetype="text/csv",
                         headers={"Content-Disposition": "attachment; filename=computed-cost-report.csv"})

@@ -188,7 +188,7 @@ class BillingQuerySchema(Schema):
     end = fields.AwareDateTime(required=True)
     group_by = fields.List(fields.String(validate=validate.OneOf(["hour", "owner", "size", "tag"])),
                            load_default=lambda: ["hour", "owner", "size", "tag"])
-    format = fields.String(load_default="json", validate=validate.OneOf(["json", "csv"]))
+    format = fields.String(load_default="json", validate=validate.OneOf(["json", "csv", "png"]))
 
 
 class BillingRowSchema(Schema):

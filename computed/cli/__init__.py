@@ -11,6 +11,7 @@ from .image import image
 from .instances import console, launch, ls, reboot, show, start, stop, terminate
 from .keypairs import keypair
 from .remote import exec_, ssh
+from .report import report
 from .serve import serve
 
 
@@ -38,6 +39,7 @@ cli.add_command(terminate)
 cli.add_command(console)
 cli.add_command(ssh)
 cli.add_command(exec_)
+cli.add_command(report)
 
 
 def main() -> None:

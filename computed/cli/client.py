@@ -74,6 +74,14 @@ class ApiClient:
 
     def request(self, method: str, path: str, *, json: Any = None, params: Any = None) -> Any:
         """The decoded JSON answer (None for an empty one); a ClickException for an error."""
+        return self._send(method, path, json=json, params=params, decode=True)
+
+    def get_bytes(self, path: str, **params: Any) -> bytes:
+        """A non-JSON answer (CSV, PNG) as bytes; errors as for ``request``."""
+        return self._send("GET", path, params={k: v for k, v in params.items() if v not in (None, (), [])},
+                          decode=False)
+
+    def _send(self, method: str, path: str, *, json: Any = None, params: Any = None, decode: bool) -> Any:
         url = self.base_url + path
         try:
             response = self.session.request(method, url, json=json, params=params, timeout=self.timeout)
@@ -90,6 +98,8 @@ class ApiClient:
                 f"within {self.timeout:g} s") from None
         except requests.RequestException as e:
             raise click.ClickException(f"request to {url} failed: {e}") from None
+        if not decode and response.ok:
+            return response.content
         if response.status_code == 204 or not response.content:
             if response.ok:
                 return None

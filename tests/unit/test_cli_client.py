@@ -4,6 +4,9 @@ paramiko SSH server standing in for a guest on the instance's SSH port."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+import datetime as dt
 import fcntl
 import json
 import os
@@ -618,3 +621,24 @@ def test_ssh_on_a_terminal_is_interactive(api, guest, tmp_path):
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_report_formats(run, api, tmp_path):
+    result = run("launch", "--size", "t3.nano", "--tag", "team=report", "--no-wait")
+    instance_id = launched_id(result)
+    wait_state(api, instance_id, "running")
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    span = ("--from", "today", "--to", later)  # the service never bills past its own now
+    table = run("report", *span)
+    assert table.exit_code == 0, table.output
+    assert instance_id in table.stdout and "team=report" in table.stdout and "total:" in table.stdout
+    as_json = json.loads(run("report", *span, "--format", "json").stdout)
+    assert instance_id in {r["instance_id"] for r in as_json["rows"]}
+    assert Decimal(as_json["total"][0]["cost"]) == sum(Decimal(r["cost"]) for r in as_json["rows"])
+    as_csv = run("report", *span, "--format", "csv").stdout
+    assert as_csv.startswith("identity/TimeInterval,") and instance_id in as_csv
+    png = tmp_path / "cost.png"
+    assert run("report", *span, "--format", "png", "--output", str(png)).exit_code == 0
+    assert png.read_bytes().startswith(b"\x89PNG")
+    bad = run("report", "--from", "now", "--to", "yesterday")
+    assert bad.exit_code == 1 and "end must be after start" in bad.stderr

@@ -81,3 +81,11 @@ def test_bad_report_queries_are_400(client, query, fragment):
     assert response.status_code == 400
     error = response.get_json()["error"]
     assert error["code"] in ("InvalidParameterValue", "MissingParameter") and fragment in error["message"]
+
+
+def test_png_chart(history, tmp_path):
+    client, _ = history("hourly")
+    response = client.get(f"/v1/billing/report?{DAY}&format=png")
+    assert response.status_code == 200 and response.mimetype == "image/png"
+    assert response.data.startswith(b"\x89PNG\r\n\x1a\n") and len(response.data) > 5000
+    (tmp_path / "chart.png").write_bytes(response.data)
