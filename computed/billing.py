@@ -24,8 +24,10 @@ class Billing:
         self.policy = policy
         self.clock = clock
 
-    def _events(self, end: dt.datetime, instance_id: str | None = None) -> list[metering.Event]:
-        q = select(UsageEvent).where(UsageEvent.at < end).order_by(UsageEvent.id)
+    def _events(self, instance_id: str | None = None) -> list[metering.Event]:
+        # Not only those before the period's end: the event that ends a run after the period
+        # decides whether that run still owes its 60-second minimum.
+        q = select(UsageEvent).order_by(UsageEvent.id)
         if instance_id:
             q = q.where(UsageEvent.instance_id == instance_id)
         with self.db.session() as s:
@@ -33,14 +35,14 @@ class Billing:
 
     def report(self, start: dt.datetime, end: dt.datetime) -> metering.Report:
         check_period(start, end)
-        return metering.report(self._events(end), start, end, self.policy, self.clock.now())
+        return metering.report(self._events(), start, end, self.policy, self.clock.now())
 
     def cost_so_far(self, inst: Instance) -> Decimal:
         """What the instance has cost from its launch until now."""
         now = self.clock.now()
         start = metering.floor_hour(inst.launch_time)
         end = max(now, start) + dt.timedelta(seconds=1)
-        report = metering.report(self._events(end, inst.id), start, end, self.policy, now)
+        report = metering.report(self._events(inst.id), start, end, self.policy, now)
         return report.total().get(inst.currency, Decimal(0))
 
 

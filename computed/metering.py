@@ -6,7 +6,8 @@
   in which it starts.
 - ``per-second``: EC2's Linux billing since 2017: per second of running time, with a
   60-second minimum for each start, at the hourly price / 3600. The top-up to 60 seconds
-  of a short run is billed in the clock hour in which the run started.
+  of a short run is billed once the run has ended, in the clock hour in which it started
+  (so a report never shrinks as time passes, and adjacent periods still add up).
 
 Times are taken to the whole second (earlier, i.e. floored). Rounding, the only one: the
 per-second rate is the hourly price / 3600 rounded half-even to 12 decimal places
@@ -188,7 +189,7 @@ def report(events: Iterable[Event], start: dt.datetime, end: dt.datetime, policy
                 r.cost += seconds * rate
                 t = upto
             length = int((run_end - run.start).total_seconds())
-            if length < MINIMUM_SECONDS and start <= run.start < end:
+            if run.end is not None and length < MINIMUM_SECONDS and start <= run.start < end:
                 top_up = MINIMUM_SECONDS - length
                 r = row(floor_hour(run.start), run)
                 r.quantity += top_up
