@@ -7,6 +7,7 @@ import binascii
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
+from computed.billing import GROUPS
 from computed.instances import MAX_COUNT, MAX_USER_DATA, STATE_CODES
 
 
@@ -186,8 +187,8 @@ class ConsoleSchema(Schema):
 class BillingQuerySchema(Schema):
     start = fields.AwareDateTime(required=True, metadata={"example": "2026-03-01T00:00:00Z"})
     end = fields.AwareDateTime(required=True)
-    group_by = fields.List(fields.String(validate=validate.OneOf(["hour", "owner", "size", "tag"])),
-                           load_default=lambda: ["hour", "owner", "size", "tag"])
+    group_by = fields.List(fields.String(validate=validate.OneOf(GROUPS)),
+                           load_default=lambda: list(GROUPS))
     format = fields.String(load_default="json", validate=validate.OneOf(["json", "csv", "png"]))
 
 

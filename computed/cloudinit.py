@@ -11,7 +11,6 @@ import pycdlib
 import yaml
 
 SEED_LABEL = "cidata"
-SEED_FILES = ("meta-data", "user-data", "network-config", "vendor-data")
 
 
 def meta_data(instance_id: str, hostname: str, public_keys: list[str] | None = None) -> str:

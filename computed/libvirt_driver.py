@@ -122,18 +122,6 @@ class LibvirtHost:
             time.sleep(interval)
         return self.state(name) in (wanted, None)
 
-    def our_domains(self) -> dict[str, dict[str, str]]:
-        """Domain name -> our metadata, for every domain this service defined."""
-        found = {}
-        for dom in self.conn().listAllDomains():
-            try:
-                meta = domain_xml.read_metadata(dom.XMLDesc())
-            except libvirt.libvirtError:
-                continue
-            if meta:
-                found[dom.name()] = meta
-        return found
-
     # -- which hypervisor ------------------------------------------------------------------
 
     def domain_type(self, setting: str, kernel: Path, initrd: Path, scratch: Path) -> str:

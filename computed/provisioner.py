@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from images.manifest import Manifest, ManifestError
-from images.store import ImageStore, StoredImage
+from images.store import StoredImage
 
 from . import cloudinit, domain_xml, ssh
 from .libvirt_driver import LibvirtHost
@@ -70,10 +70,9 @@ class Undo:
 
 
 class Provisioner:
-    def __init__(self, settings: Settings, host: LibvirtHost, images: ImageStore, key: ManagementKey):
+    def __init__(self, settings: Settings, host: LibvirtHost, key: ManagementKey):
         self.settings = settings
         self.host = host
-        self.images = images
         self.key = key
 
     def files(self, instance_id: str) -> InstanceFiles:

@@ -37,7 +37,7 @@ class Service:
         self.keypairs = KeyPairs(self.db)
         self.host = LibvirtHost(settings.libvirt_uri)
         self.management_key = ManagementKey(settings.var_dir / "management" / "id_ed25519")
-        self.provisioner = Provisioner(settings, self.host, self.images, self.management_key)
+        self.provisioner = Provisioner(settings, self.host, self.management_key)
         self.worker = Worker(settings.workers)
         self.lifecycle = Lifecycle(settings, self.db, self.provisioner, self.worker, self.clock)
         self.instances = Instances(settings, self.db, self.sizes, self.keypairs, self.images,

@@ -3,6 +3,7 @@ answers at once. Work on one instance runs one piece at a time (a per-instance l
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import logging
 import threading
 from collections import defaultdict
@@ -42,13 +43,12 @@ class Worker:
 
     def idle(self, timeout: float | None = None) -> bool:
         """Wait until no work is queued or running (tests use this)."""
-        import concurrent.futures as cf
         while True:
             with self._guard:
                 pending = set(self._futures)
             if not pending:
                 return True
-            done, not_done = cf.wait(pending, timeout=timeout)
+            _, not_done = cf.wait(pending, timeout=timeout)
             if not_done:
                 return False
 

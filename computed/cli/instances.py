@@ -347,5 +347,3 @@ start = _action_command("start", "Start stopped instances (--wait: until they an
 reboot = _action_command("reboot", "Reboot running instances (--wait: until they answer SSH again).")
 terminate = _action_command("terminate", "Terminate instances: their disks are deleted; they stay listed "
                                          "as terminated for a while.")
-
-COMMANDS = (launch, ls, show, stop, start, reboot, terminate, console)

@@ -52,7 +52,15 @@ def report(client: ApiClient, start: str, end: str, fmt: str, output: str | None
     if fmt == "json":
         _write((json.dumps(body, indent=2) + "\n").encode(), output)
         return
-    console = Console(file=open(output, "w") if output else None, width=200 if output else None)
+    if output:
+        with open(output, "w") as f:
+            _print_table(body, Console(file=f, width=200))
+        click.echo(f"wrote {output}", err=True)
+    else:
+        _print_table(body, Console())
+
+
+def _print_table(body: dict, console: Console) -> None:
     table = Table(title=f"Cost {body['start']} to {body['end']} ({body['policy']} billing)", box=None)
     for col, justify in (("hour (UTC)", "left"), ("instance", "left"), ("size", "left"), ("owner", "left"),
                          ("running s", "right"), (body["unit"], "right"), ("rate/h", "right"), ("cost", "right"),
