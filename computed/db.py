@@ -13,6 +13,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+READ_ONLY = "computed_read_only"  # an execution option: a session that only reads
 
 
 def make_engine(url: str) -> Engine:
@@ -34,8 +35,10 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
             # Take the write lock at the start: a transaction that reads and then writes
-            # cannot fail half-way with "database is locked".
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # cannot fail half-way with "database is locked". Read-only sessions
+            # (Database.reading) do not take it, so a long report never holds up writers.
+            read_only = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
@@ -55,11 +58,18 @@ class Database:
         self.engine = make_engine(url)
         upgrade(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._readers = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back if it raises."""
         with self._sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A transaction that only reads: one consistent snapshot, without SQLite's write lock."""
+        with self._readers() as session, session.begin():
             yield session
 
     def dispose(self) -> None:

@@ -71,7 +71,8 @@ def test_events_and_bill_survive_a_restart(make_app, wait):
 
     events = [metering.Event.from_row(r) for r in rows]
     start, end, now = hour(0), hour(23), clock.now()
-    assert [(r.start, r.end) for r in metering.runs(events)] == [
+    utc = lambda s: dt.datetime.fromtimestamp(s, dt.UTC)
+    assert [(utc(r.start), utc(r.end)) for r in metering.runs(events)] == [
         (dt.datetime(2026, 3, 1, 10, 15, tzinfo=dt.UTC), dt.datetime(2026, 3, 1, 11, 5, tzinfo=dt.UTC)),
         (dt.datetime(2026, 3, 1, 11, 15, tzinfo=dt.UTC), dt.datetime(2026, 3, 1, 13, 45, 30, tzinfo=dt.UTC))]
 
