@@ -86,17 +86,21 @@ class Run(NamedTuple):
 
 
 class Row(NamedTuple):
+    """One instance in one UTC clock hour; its billing facts are those of the first run in
+    that hour (shared, not copied: a report may hold a million rows)."""
     hour: dt.datetime
     instance_id: str
-    owner: str
-    size: str
-    image: str
-    currency: str
-    tags: tuple[tuple[str, str], ...]
-    rate: Decimal  # price per hour
+    usage: Usage
     seconds_running: int
     quantity: int  # instance-hours (hourly) or seconds (per-second)
     cost: Decimal
+
+    owner = property(lambda self: self.usage.owner)
+    size = property(lambda self: self.usage.size)
+    image = property(lambda self: self.usage.image)
+    currency = property(lambda self: self.usage.currency)
+    tags = property(lambda self: self.usage.tags)
+    rate = property(lambda self: self.usage.price_per_hour, doc="price per hour")
 
 
 @dataclass
@@ -148,7 +152,7 @@ def floor_hour(t: dt.datetime) -> dt.datetime:
     return t.replace(minute=0, second=0, microsecond=0)
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=16384)  # a year of hours
 def _utc(ts: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, dt.UTC)
 
@@ -202,7 +206,7 @@ def report_runs(found: Iterable[Run], start: dt.datetime, end: dt.datetime, poli
     by_hour: dict[int, list[Row]] = defaultdict(list)  # each in instance order, as FOUND is
     hour_totals: dict[tuple[dt.datetime, str], Decimal] = defaultdict(Decimal)
     usage_totals: dict[Usage, Decimal] = defaultdict(Decimal)
-    units: dict[Decimal, Decimal] = {}  # price per hour -> price per unit of quantity
+    costs: dict[tuple[int, Decimal], Decimal] = {}  # (quantity, price per hour) -> cost
     done: set[str] = set()
     for instance_id, group in groupby(found, key=lambda run: run.instance_id):
         if instance_id in done:
@@ -236,13 +240,12 @@ def report_runs(found: Iterable[Run], start: dt.datetime, end: dt.datetime, poli
                 cell = cells.get(hour) or cells.setdefault(hour, [0, 0, usage])
                 cell[1] += MINIMUM_SECONDS - (run_end - s)
         for hour, (seconds, quantity, u) in cells.items():
-            unit = units.get(u.price_per_hour)
-            if unit is None:
-                unit = units[u.price_per_hour] = u.price_per_hour if hourly else per_second_rate(u.price_per_hour)
-            cost = quantity * unit
+            cost = costs.get((quantity, u.price_per_hour))
+            if cost is None:  # one object per amount, shared by the rows
+                unit = u.price_per_hour if hourly else per_second_rate(u.price_per_hour)
+                cost = costs[(quantity, u.price_per_hour)] = quantity * unit
             when = _utc(hour)
-            by_hour[hour].append(Row(when, instance_id, u.owner, u.size, u.image, u.currency, u.tags,
-                                     u.price_per_hour, seconds, quantity, cost))
+            by_hour[hour].append(Row(when, instance_id, u, seconds, quantity, cost))
             hour_totals[(when, u.currency)] += cost
             usage_totals[u] += cost
     rows = [r for hour in sorted(by_hour) for r in by_hour[hour]]
