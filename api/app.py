@@ -13,7 +13,7 @@ from computed.clock import Clock
 from computed.service import Service
 from computed.settings import Settings
 
-from . import billing, catalog, docs, errors, instances, keypairs
+from . import auth, billing, catalog, docs, errors, instances, keypairs
 from .schemas import ErrorResponseSchema
 
 MAX_BODY = 1024 * 1024
@@ -42,6 +42,7 @@ def create_app(config: Settings | dict | None = None, service: Service | None = 
         api.register_blueprint(module.blp)
     app.register_blueprint(docs.blp)
     errors.register(app)
+    auth.register(app)
 
     @app.get("/health")
     def health():

@@ -14,6 +14,7 @@ from computed.chart import cost_chart_png
 from computed.metering import Report
 
 from .schemas import BillingQuerySchema, BillingReportSchema, ErrorResponseSchema
+from .auth import current_caller
 from .service import service
 
 blp = Blueprint("billing", __name__, url_prefix="/v1/billing", description="Usage and cost")
@@ -69,8 +70,9 @@ def as_csv(report: Report) -> str:
 def report(args):
     """The hourly cost report for [start, end): one row per instance per UTC clock hour,
     with totals; ``format=csv`` for a CSV in the AWS Cost and Usage Report's columns,
-    ``format=png`` for a chart of cost per hour stacked by size."""
-    result = service().billing.report(args["start"], args["end"])
+    ``format=png`` for a chart of cost per hour stacked by size. It covers the caller's own
+    usage; an admin's covers every account, or the one named by ``account``."""
+    result = service().billing.report(current_caller(), args["start"], args["end"], args.get("account"))
     if args["format"] == "png":
         return Response(cost_chart_png(result), mimetype="image/png")
     if args["format"] == "csv":

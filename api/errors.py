@@ -44,7 +44,10 @@ def error_response(code: str, message: str, status: int):
 def register(app: Flask) -> None:
     @app.errorhandler(ComputedError)
     def _computed(e: ComputedError):
-        return error_response(e.code, e.message, e.status)
+        response = error_response(e.code, e.message, e.status)
+        if e.status == 401:
+            response.headers["WWW-Authenticate"] = 'Basic realm="computed", charset="UTF-8"'
+        return response
 
     @app.errorhandler(HTTPException)
     def _http(e: HTTPException):

@@ -14,6 +14,7 @@ from computed.models import Instance
 
 from .schemas import (ConsoleSchema, ErrorResponseSchema, InstanceCreateSchema, InstanceListSchema, InstanceQuerySchema,
                       InstanceSchema, LaunchResultSchema)
+from .auth import current_caller
 from .service import service
 
 blp = Blueprint("instances", __name__, url_prefix="/v1/instances", description="Instances")
@@ -28,7 +29,7 @@ def view(inst: Instance) -> dict:
         key = f"-i {shlex.quote(inst.key_name + '.pem')} " if inst.key_name else ""
         command = f"ssh {key}-p {inst.ssh_port} {user}@{inst.ssh_host}"
     return {
-        "id": inst.id, "reservation_id": inst.reservation_id, "launch_index": inst.launch_index,
+        "id": inst.id, "reservation_id": inst.reservation_id, "owner": inst.owner, "launch_index": inst.launch_index,
         "state": {"name": inst.state, "code": STATE_CODES[inst.state]},
         "state_reason": ({"code": inst.state_reason_code, "message": inst.state_reason_message}
                          if inst.state_reason_code else None),
@@ -61,7 +62,8 @@ class Instances(MethodView):
     def get(self, args):
         """Instances, newest first, filtered by state, size, image, key and tags; paginated
         with ``limit`` and the ``next_token`` of the previous page."""
-        rows, token = service().instances.describe(_filter(args), args["limit"], args.get("next_token"))
+        rows, token = service().instances.describe(current_caller(), _filter(args), args["limit"],
+                                                   args.get("next_token"))
         return {"instances": [view(i) for i in rows], "next_token": token}
 
     @blp.arguments(InstanceCreateSchema, error_status_code=400)
@@ -75,7 +77,7 @@ class Instances(MethodView):
         req = LaunchRequest(size=body["size"], image=body.get("image") or svc.settings.default_image,
                             key_name=body.get("key_name"), user_data=body.get("user_data"), count=body["count"],
                             tags=body["tags"], client_token=body.get("client_token"))
-        rows, _ = svc.instances.run(req)
+        rows, _ = svc.instances.run(current_caller(), req)
         return {"reservation_id": rows[0].reservation_id, "instances": [view(i) for i in rows]}
 
 
@@ -85,19 +87,19 @@ class InstanceResource(MethodView):
     @blp.alt_response(404, schema=ErrorResponseSchema)
     def get(self, instance_id):
         """One instance."""
-        return view(service().instances.get(instance_id))
+        return view(service().instances.get(current_caller(), instance_id))
 
     @blp.response(202, InstanceSchema)
     @blp.alt_response(404, schema=ErrorResponseSchema)
     def delete(self, instance_id):
         """Terminate: the instance goes ``shutting-down``, then ``terminated``, and stays
         visible as terminated for an hour. Terminating a terminated instance is no error."""
-        return view(service().instances.terminate(instance_id))
+        return view(service().instances.terminate(current_caller(), instance_id))
 
 
 def _action(name: str, doc: str):
     def handler(instance_id):
-        return view(getattr(service().instances, name)(instance_id))
+        return view(getattr(service().instances, name)(current_caller(), instance_id))
     handler.__name__ = f"{name}_instance"
     handler.__doc__ = doc
     handler = blp.alt_response(409, schema=ErrorResponseSchema)(handler)
@@ -117,5 +119,5 @@ _action("reboot", "Reboot a running instance.")
 @blp.alt_response(404, schema=ErrorResponseSchema)
 def console(instance_id):
     """The serial console's output (the last 64 KiB)."""
-    inst, output = service().instances.console(instance_id)
+    inst, output = service().instances.console(current_caller(), instance_id)
     return {"instance_id": inst.id, "output": output, "timestamp": dt.datetime.now(dt.UTC)}

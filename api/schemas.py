@@ -136,6 +136,7 @@ class ReadinessSchema(Schema):
 class InstanceSchema(Schema):
     id = fields.String(required=True, metadata={"example": "i-0123456789abcdef0"})
     reservation_id = fields.String(required=True)
+    owner = fields.String(required=True, metadata={"description": "the owning account's id"})
     launch_index = fields.Integer(required=True)
     state = fields.Nested(StateSchema, required=True)
     state_reason = fields.Nested(StateReasonSchema, allow_none=True)
@@ -190,6 +191,8 @@ class BillingQuerySchema(Schema):
     group_by = fields.List(fields.String(validate=validate.OneOf(GROUPS)),
                            load_default=lambda: list(GROUPS))
     format = fields.String(load_default="json", validate=validate.OneOf(["json", "csv", "png"]))
+    account = fields.String(validate=validate.Regexp(r"^[0-9]{12}$|^default$"),
+                            metadata={"description": "admins only: one account's usage (its 12-digit id)"})
 
 
 class BillingRowSchema(Schema):

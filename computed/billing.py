@@ -16,6 +16,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from . import metering
+from .accounts import Caller
 from .clock import Clock
 from .db import Database
 from .errors import InvalidParameterValue
@@ -46,7 +47,8 @@ def _epoch_seconds_postgresql(element, compiler, **kw):
     return compiler.process(cast(func.floor(func.extract("epoch", column)), BigInteger), **kw)
 
 
-def runs_query(start: dt.datetime | None = None, end: dt.datetime | None = None, instance_id: str | None = None):
+def runs_query(start: dt.datetime | None = None, end: dt.datetime | None = None, instance_id: str | None = None,
+               owner: str | None = None):
     """The running stretches that touch [START, END) (all without a period), as metering.runs
     finds them: a run opens at a ``running`` event that follows any other state and closes
     at the next event after it that is not ``running``. One row per run: the opening event's
@@ -56,6 +58,8 @@ def runs_query(start: dt.datetime | None = None, end: dt.datetime | None = None,
                     func.lag(e.state).over(partition_by=e.instance_id, order_by=e.id).label("prev"))
     if instance_id is not None:
         marked = marked.where(e.instance_id == instance_id)
+    if owner is not None:  # an instance's events all carry its owner
+        marked = marked.where(e.owner == owner)
     marked = marked.subquery("marked")
     opens = and_(marked.c.state == "running", or_(marked.c.prev.is_(None), marked.c.prev != "running"))
     closes = and_(marked.c.state != "running", marked.c.prev == "running")
@@ -81,11 +85,11 @@ class Billing:
         self.clock = clock
 
     def runs(self, start: dt.datetime | None = None, end: dt.datetime | None = None,
-             instance_id: str | None = None) -> Iterator[metering.Run]:
+             instance_id: str | None = None, owner: str | None = None) -> Iterator[metering.Run]:
         usages: dict[tuple, metering.Usage] = {}  # one object per distinct set of facts
         with self.db.reading() as s:
             for iid, owner, size, image, price, currency, tags, run_start, run_end in s.execute(
-                    runs_query(start, end, instance_id)):
+                    runs_query(start, end, instance_id, owner)):
                 key = (owner, size, image, price, currency, tags)
                 usage = usages.get(key)
                 if usage is None:
@@ -95,10 +99,17 @@ class Billing:
                 # back) makes an empty run, as metering.runs has it
                 yield metering.Run(iid, run_start, None if run_end is None else max(run_end, run_start), usage)
 
-    def report(self, start: dt.datetime, end: dt.datetime) -> metering.Report:
+    def report(self, caller: Caller, start: dt.datetime, end: dt.datetime,
+               account: str | None = None) -> metering.Report:
+        """The hourly cost report of the caller's own usage; an admin's covers every account,
+        or only ACCOUNT (an account id) if given."""
         check_period(start, end)
+        if account is not None and not caller.admin:
+            raise InvalidParameterValue("only an admin reports on other accounts")
+        owner = caller.scope if caller.scope is not None else account
         with paused_gc():
-            return metering.report_runs(self.runs(start, end), start, end, self.policy, self.clock.now())
+            return metering.report_runs(self.runs(start, end, owner=owner), start, end, self.policy,
+                                        self.clock.now())
 
     def cost_so_far(self, inst: Instance) -> Decimal:
         """What the instance has cost from its launch until now."""

@@ -71,3 +71,8 @@ class InsufficientInstanceCapacity(ComputedError):
 
 class ServiceUnavailable(ComputedError):
     code, status = "ServiceUnavailable", 503
+
+
+class AuthFailure(ComputedError):
+    """Missing, unknown or wrong credentials. The message never says which part was wrong."""
+    code, status = "AuthFailure", 401

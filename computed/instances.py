@@ -23,6 +23,7 @@ from .db import Database
 from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, InstanceIdMalformed, InstanceNotFound,
                      InsufficientInstanceCapacity, InvalidImageNotFound, InvalidKeyPairNotFound,
                      InvalidParameterValue)
+from .accounts import Caller
 from .keypairs import KeyPairs
 from .lifecycle import USER_STOP, USER_TERMINATE, Lifecycle, set_state
 from .clock import Clock
@@ -39,6 +40,8 @@ MAX_TAGS = 50
 TAG_KEY = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,128}")
 TAG_VALUE = re.compile(r"[^\x00-\x1f\x7f-\x9f]{0,256}")
 MAX_OFFSET = 1 << 40
+#: tag keys only the service sets (like AWS's aws: tags: listed, not editable)
+RESERVED_TAG_PREFIXES = ("aws:", "computed:")
 
 
 def new_id(prefix: str) -> str:
@@ -64,6 +67,7 @@ class LaunchRequest:
 
 @dataclass(frozen=True)
 class InstanceFilter:
+    ids: tuple[str, ...] = ()
     states: tuple[str, ...] = ()
     size: str | None = None
     image: str | None = None
@@ -76,9 +80,9 @@ def check_tags(tags: dict[str, str]) -> dict[str, str]:
     if len(tags) > MAX_TAGS:
         raise InvalidParameterValue(f"at most {MAX_TAGS} tags per instance")
     for key, value in tags.items():
-        if not isinstance(key, str) or not TAG_KEY.fullmatch(key) or key.lower().startswith("aws:"):
+        if not isinstance(key, str) or not TAG_KEY.fullmatch(key) or key.lower().startswith(RESERVED_TAG_PREFIXES):
             raise InvalidParameterValue(f"tag key {key!r}: 1 to 128 characters, no control characters, "
-                                        "not starting with 'aws:'")
+                                        "not starting with 'aws:' or 'computed:' (reserved)")
         if not isinstance(value, str) or not TAG_VALUE.fullmatch(value):
             raise InvalidParameterValue(f"tag {key!r}: the value is at most 256 characters, no control characters")
     return tags
@@ -98,7 +102,7 @@ class Instances:
 
     # -- launch ------------------------------------------------------------------------
 
-    def run(self, req: LaunchRequest) -> tuple[list[Instance], bool]:
+    def run(self, caller: Caller, req: LaunchRequest) -> tuple[list[Instance], bool]:
         """Create REQ's instances as pending and start launching them; (instances, created).
         A client token already used with the same request returns that request's instances."""
         if not 1 <= req.count <= MAX_COUNT:
@@ -109,7 +113,7 @@ class Instances:
             raise InvalidParameterValue("client_token is 1 to 64 ASCII characters")
         check_tags(req.tags)
         fingerprint = req.fingerprint()
-        if req.client_token and (earlier := self._earlier(req.client_token, fingerprint)):
+        if req.client_token and (earlier := self._earlier(caller, req.client_token, fingerprint)):
             return earlier, False
         size = self.sizes.get(req.size)
         image = self.images.get(req.image)
@@ -118,7 +122,7 @@ class Instances:
             raise InvalidImageNotFound(f"the image {req.image!r} does not exist (images: {known})")
         key = None
         if req.key_name is not None:
-            key = self.keypairs.find(req.key_name)
+            key = self.keypairs.find(caller, req.key_name)
             if key is None:
                 raise InvalidKeyPairNotFound(f"the key pair {req.key_name!r} does not exist")
         with self.db.session() as s:
@@ -129,7 +133,8 @@ class Instances:
             for index, port in enumerate(ports):
                 instance_id = new_id("i")
                 inst = Instance(
-                    id=instance_id, reservation_id=reservation, launch_index=index, state="pending",
+                    id=instance_id, reservation_id=reservation, owner=caller.account_id, launch_index=index,
+                    state="pending",
                     size=size.name, vcpus=size.vcpus, memory_mib=size.memory_mib, disk_gib=size.disk_gib,
                     price_per_hour=str(size.price_per_hour), currency=size.currency,
                     image=image.name, image_version=image.manifest.version, image_path=str(image.path),
@@ -146,11 +151,12 @@ class Instances:
             self.lifecycle.launch(inst.id)
         return created, True
 
-    def _earlier(self, token: str, fingerprint: str) -> list[Instance]:
-        """The instances of an earlier request with this client token (as EC2: the same
-        token and parameters are the same request)."""
-        with self.db.session() as s:
-            earlier = list(s.scalars(select(Instance).where(Instance.client_token == token)
+    def _earlier(self, caller: Caller, token: str, fingerprint: str) -> list[Instance]:
+        """The instances of an earlier request of this account with this client token (as
+        EC2: the same token and parameters are the same request)."""
+        with self.db.reading() as s:
+            earlier = list(s.scalars(select(Instance).where(Instance.owner == caller.account_id,
+                                                            Instance.client_token == token)
                                      .order_by(Instance.launch_index)))
         if earlier and earlier[0].request_hash != fingerprint:
             raise IdempotentParameterMismatch("this client_token was used with other parameters; use a new token")
@@ -172,21 +178,25 @@ class Instances:
 
     # -- queries -----------------------------------------------------------------------
 
-    def get(self, instance_id: str) -> Instance:
-        if not isinstance(instance_id, str) or not INSTANCE_ID.fullmatch(instance_id):
-            raise InstanceIdMalformed(f"{instance_id!r} is not an instance id (i- and 17 hex digits)")
+    def get(self, caller: Caller, instance_id: str) -> Instance:
+        """One instance the caller sees; another account's answers as one that does not exist."""
+        check_instance_id(instance_id)
         self.purge()
-        with self.db.session() as s:
+        with self.db.reading() as s:
             inst = s.get(Instance, instance_id)
-        if inst is None:
-            raise InstanceNotFound(f"the instance {instance_id} does not exist")
+        if inst is None or not caller.sees(inst.owner):
+            raise not_found(instance_id)
         return inst
 
-    def describe(self, flt: InstanceFilter = InstanceFilter(), limit: int = 100,
+    def describe(self, caller: Caller, flt: InstanceFilter = InstanceFilter(), limit: int = 100,
                  next_token: str | None = None) -> tuple[list[Instance], str | None]:
         self.purge()
         offset = _decode_token(next_token)
         q = select(Instance)
+        if caller.scope is not None:
+            q = q.where(Instance.owner == caller.scope)
+        if flt.ids:
+            q = q.where(Instance.id.in_(flt.ids))
         if flt.states:
             q = q.where(Instance.state.in_(flt.states))
         if flt.size:
@@ -201,13 +211,13 @@ class Instances:
                 cond &= Tag.value == value
             q = q.where(select(Tag.key).where(cond).exists())
         q = q.order_by(Instance.launch_time.desc(), Instance.reservation_id, Instance.launch_index)
-        with self.db.session() as s:
+        with self.db.reading() as s:
             rows = list(s.scalars(q.offset(offset).limit(limit + 1)))
         more = len(rows) > limit
         return rows[:limit], _encode_token(offset + limit) if more else None
 
-    def console(self, instance_id: str) -> tuple[Instance, str]:
-        inst = self.get(instance_id)
+    def console(self, caller: Caller, instance_id: str) -> tuple[Instance, str]:
+        inst = self.get(caller, instance_id)
         return inst, self.provisioner.console_output(inst)
 
     def purge(self) -> int:
@@ -224,14 +234,14 @@ class Instances:
 
     # -- actions -----------------------------------------------------------------------
 
-    def _act(self, instance_id: str, allowed: dict[str, str | None], verb: str):
+    def _act(self, caller: Caller, instance_id: str, allowed: dict[str, str | None], verb: str):
         """Move INSTANCE_ID by ALLOWED (current state -> new state, None for "no change
         needed"); IncorrectInstanceState from any other state. Returns (instance, changed)."""
-        self.get(instance_id)  # id format and existence
+        self.get(caller, instance_id)  # id format and existence
         with self.db.session() as s:
             inst = s.get(Instance, instance_id)
             if inst is None:
-                raise InstanceNotFound(f"the instance {instance_id} does not exist")
+                raise not_found(instance_id)
             if inst.state not in allowed:
                 raise IncorrectInstanceState(f"the instance {instance_id} is {inst.state}; it cannot be {verb}")
             target = allowed[inst.state]
@@ -241,36 +251,99 @@ class Instances:
             set_state(inst, target, reason, self.clock.now())
             return inst, True
 
-    def stop(self, instance_id: str) -> Instance:
-        inst, changed = self._act(instance_id, {"running": "stopping", "stopping": None, "stopped": None}, "stopped")
+    def stop(self, caller: Caller, instance_id: str) -> Instance:
+        inst, changed = self._act(caller, instance_id, {"running": "stopping", "stopping": None, "stopped": None}, "stopped")
         if changed:
             self.lifecycle.stop(instance_id)
         return inst
 
-    def start(self, instance_id: str) -> Instance:
-        inst, changed = self._act(instance_id, {"stopped": "pending", "pending": None, "running": None}, "started")
+    def start(self, caller: Caller, instance_id: str) -> Instance:
+        inst, changed = self._act(caller, instance_id, {"stopped": "pending", "pending": None, "running": None}, "started")
         if changed:
             self.lifecycle.start(instance_id)
         return inst
 
-    def reboot(self, instance_id: str) -> Instance:
-        self.get(instance_id)
+    def reboot(self, caller: Caller, instance_id: str) -> Instance:
+        self.get(caller, instance_id)
         with self.db.session() as s:
             inst = s.get(Instance, instance_id)
             if inst is None:
-                raise InstanceNotFound(f"the instance {instance_id} does not exist")
+                raise not_found(instance_id)
             if inst.state != "running":
                 raise IncorrectInstanceState(f"the instance {instance_id} is {inst.state}; it cannot be rebooted")
             inst.ready_ssh = inst.ready_engine = False
         self.lifecycle.reboot(instance_id)
         return inst
 
-    def terminate(self, instance_id: str) -> Instance:
+    def terminate(self, caller: Caller, instance_id: str) -> Instance:
         states = {s: "shutting-down" for s in ("pending", "running", "stopping", "stopped")}
-        inst, _ = self._act(instance_id, states | {"shutting-down": None, "terminated": None}, "terminated")
+        inst, _ = self._act(caller, instance_id, states | {"shutting-down": None, "terminated": None}, "terminated")
         if inst.state == "shutting-down":  # also retries a termination that failed part-way
             self.lifecycle.terminate(instance_id)
         return inst
+
+
+    # -- tags --------------------------------------------------------------------------
+
+    def _owned(self, s: Session, caller: Caller, instance_ids: list[str]) -> list[Instance]:
+        if not instance_ids:
+            raise InvalidParameterValue("name at least one instance")
+        for instance_id in instance_ids:
+            check_instance_id(instance_id)
+        found = {i.id: i for i in s.scalars(select(Instance).where(Instance.id.in_(instance_ids)))}
+        for instance_id in instance_ids:
+            if instance_id not in found or not caller.sees(found[instance_id].owner):
+                raise not_found(instance_id)
+        return [found[i] for i in dict.fromkeys(instance_ids)]
+
+    def create_tags(self, caller: Caller, instance_ids: list[str], tags: dict[str, str]) -> None:
+        """Add or overwrite TAGS on every instance named, or on none if any is not the caller's."""
+        check_tags(tags)
+        with self.db.session() as s:
+            for inst in self._owned(s, caller, instance_ids):
+                current = {t.key: t for t in inst.tags}
+                if len(set(current) | set(tags)) > MAX_TAGS:
+                    raise InvalidParameterValue(f"at most {MAX_TAGS} tags per instance ({inst.id})")
+                for key, value in tags.items():
+                    if key in current:
+                        current[key].value = value
+                    else:
+                        inst.tags.append(Tag(key=key, value=value))
+
+    def delete_tags(self, caller: Caller, instance_ids: list[str], tags: dict[str, str | None]) -> None:
+        """Remove TAGS (key -> value, or None for whatever value) from every instance named;
+        a tag whose value differs stays, as on EC2."""
+        for key in tags:
+            if not isinstance(key, str) or key.lower().startswith(RESERVED_TAG_PREFIXES):
+                raise InvalidParameterValue(f"tag key {key!r} is reserved or invalid")
+        with self.db.session() as s:
+            for inst in self._owned(s, caller, instance_ids):
+                inst.tags = [t for t in inst.tags if not (t.key in tags and tags[t.key] in (None, t.value))]
+
+    def tags(self, caller: Caller, instance_ids: tuple[str, ...] = (), keys: tuple[str, ...] = (),
+             values: tuple[str, ...] = ()) -> list[tuple[str, str, str]]:
+        """(instance id, key, value) of the caller's instances' tags, by instance and key."""
+        q = select(Tag.instance_id, Tag.key, Tag.value).join(Instance)
+        if caller.scope is not None:
+            q = q.where(Instance.owner == caller.scope)
+        if instance_ids:
+            q = q.where(Tag.instance_id.in_(instance_ids))
+        if keys:
+            q = q.where(Tag.key.in_(keys))
+        if values:
+            q = q.where(Tag.value.in_(values))
+        with self.db.reading() as s:
+            return [tuple(row) for row in s.execute(q.order_by(Tag.instance_id, Tag.key))]
+
+
+def check_instance_id(instance_id: str) -> str:
+    if not isinstance(instance_id, str) or not INSTANCE_ID.fullmatch(instance_id):
+        raise InstanceIdMalformed(f"{instance_id!r} is not an instance id (i- and 17 hex digits)")
+    return instance_id
+
+
+def not_found(instance_id: str) -> InstanceNotFound:
+    return InstanceNotFound(f"the instance {instance_id} does not exist")
 
 
 def _encode_token(offset: int) -> str:

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from . import ssh
+from .accounts import Caller
 from .db import Database
 from .errors import InvalidKeyFormat, InvalidKeyPairDuplicate, InvalidParameterValue, KeyPairNotFound
 from .models import KeyPair
@@ -63,50 +64,57 @@ def parse_public_key(text: str) -> ParsedKey:
 
 
 class KeyPairs:
+    """Each account's own key pairs (names are unique per account, as on EC2; an admin too
+    has only its own)."""
+
     def __init__(self, db: Database):
         self.db = db
 
-    def create(self, name: str) -> tuple[KeyPair, str]:
+    def create(self, caller: Caller, name: str) -> tuple[KeyPair, str]:
         """A new ed25519 key pair; returns the record and the private key (OpenSSH format),
         which is not kept anywhere."""
         check_name(name)
         generated = ssh.generate_keypair(comment=name)
-        record = self._insert(name, ParsedKey("ssh-ed25519", generated.public_openssh, generated.fingerprint))
+        record = self._insert(caller, name, ParsedKey("ssh-ed25519", generated.public_openssh, generated.fingerprint))
         return record, generated.private_openssh
 
-    def import_key(self, name: str, public_key: str) -> KeyPair:
+    def import_key(self, caller: Caller, name: str, public_key: str) -> KeyPair:
         check_name(name)
-        return self._insert(name, parse_public_key(public_key))
+        return self._insert(caller, name, parse_public_key(public_key))
 
-    def _insert(self, name: str, parsed: ParsedKey) -> KeyPair:
+    def _insert(self, caller: Caller, name: str, parsed: ParsedKey) -> KeyPair:
         try:
             with self.db.session() as s:
-                if s.scalar(select(KeyPair.id).where(KeyPair.name == name)) is not None:
+                if self._find(s, caller, name) is not None:
                     raise InvalidKeyPairDuplicate(f"the key pair {name!r} already exists")
-                record = KeyPair(name=name, key_type=parsed.key_type, public_key=parsed.public_key,
-                                 fingerprint=parsed.fingerprint)
+                record = KeyPair(owner=caller.account_id, name=name, key_type=parsed.key_type,
+                                 public_key=parsed.public_key, fingerprint=parsed.fingerprint)
                 s.add(record)
         except IntegrityError:
             raise InvalidKeyPairDuplicate(f"the key pair {name!r} already exists") from None
         return record
 
-    def list(self) -> list[KeyPair]:
-        with self.db.session() as s:
-            return list(s.scalars(select(KeyPair).order_by(KeyPair.name)))
+    @staticmethod
+    def _find(s, caller: Caller, name: str) -> KeyPair | None:
+        return s.scalar(select(KeyPair).where(KeyPair.owner == caller.account_id, KeyPair.name == name))
 
-    def find(self, name: str) -> KeyPair | None:
-        with self.db.session() as s:
-            return s.scalar(select(KeyPair).where(KeyPair.name == name))
+    def list(self, caller: Caller) -> list[KeyPair]:
+        with self.db.reading() as s:
+            return list(s.scalars(select(KeyPair).where(KeyPair.owner == caller.account_id).order_by(KeyPair.name)))
 
-    def get(self, name: str) -> KeyPair:
-        record = self.find(name)
+    def find(self, caller: Caller, name: str) -> KeyPair | None:
+        with self.db.reading() as s:
+            return self._find(s, caller, name)
+
+    def get(self, caller: Caller, name: str) -> KeyPair:
+        record = self.find(caller, name)
         if record is None:
             raise KeyPairNotFound(f"the key pair {name!r} does not exist")
         return record
 
-    def delete(self, name: str) -> None:
+    def delete(self, caller: Caller, name: str) -> None:
         with self.db.session() as s:
-            record = s.scalar(select(KeyPair).where(KeyPair.name == name))
+            record = self._find(s, caller, name)
             if record is None:
                 raise KeyPairNotFound(f"the key pair {name!r} does not exist")
             s.delete(record)

@@ -15,7 +15,7 @@ NAMING = {"ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_nam
           "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s", "pk": "pk_%(table_name)s"}
 
 
-#: every instance belongs to this account until accounts exist
+#: the owner of what was made before accounts existed (an admin sees it)
 DEFAULT_OWNER = "default"
 
 
@@ -47,20 +47,46 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+class Account(Base):
+    """Who owns instances, key pairs and usage. The id is 12 digits, as an AWS account id."""
+    __tablename__ = "accounts"
+    id: Mapped[str] = mapped_column(String(12), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    access_keys: Mapped[list[AccessKey]] = relationship(back_populates="account", cascade="all, delete-orphan",
+                                                        lazy="selectin")
+
+
+class AccessKey(Base):
+    """An account's credentials: the access key id, and the secret sealed with the service's
+    own key (``secret_box``), since verifying a SigV4 signature needs the secret itself."""
+    __tablename__ = "access_keys"
+    id: Mapped[str] = mapped_column(String(20), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    sealed_secret: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    account: Mapped[Account] = relationship(back_populates="access_keys", lazy="joined")
+
+
 class KeyPair(Base):
     __tablename__ = "key_pairs"
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True, server_default=DEFAULT_OWNER)
+    name: Mapped[str] = mapped_column(String(255))
     key_type: Mapped[str] = mapped_column(String(40))
     public_key: Mapped[str] = mapped_column(Text)
     fingerprint: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_key_pairs_owner_name"),)
 
 
 class Instance(Base):
     __tablename__ = "instances"
     id: Mapped[str] = mapped_column(String(19), primary_key=True)
     reservation_id: Mapped[str] = mapped_column(String(19), index=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True, server_default=DEFAULT_OWNER)
     launch_index: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str] = mapped_column(String(16), index=True)
     state_reason_code: Mapped[str | None] = mapped_column(String(64))
@@ -116,7 +142,7 @@ class UsageEvent(Base):
 
     @classmethod
     def of(cls, inst: Instance) -> UsageEvent:
-        return cls(instance_id=inst.id, owner=DEFAULT_OWNER, size=inst.size, image=inst.image,
+        return cls(instance_id=inst.id, owner=inst.owner, size=inst.size, image=inst.image,
                    price_per_hour=inst.price_per_hour, currency=inst.currency, state=inst.state,
                    at=inst.state_changed_at,
                    tags=json.dumps({t.key: t.value for t in inst.tags}, sort_keys=True))

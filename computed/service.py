@@ -1,5 +1,5 @@
-"""The service assembled from its settings: store, libvirt host, image store, key pairs,
-sizes, instances and the background worker. ``api.create_app`` and the CLI build one."""
+"""The service assembled from its settings: store, accounts, libvirt host, image store, key
+pairs, sizes, instances and the background worker. ``api.create_app`` and the CLI build one."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import threading
 
 from images.store import ImageStore
 
+from .accounts import KEY_FILE, Accounts
 from .billing import Billing
 from .clock import Clock
 from .db import Database
@@ -17,6 +18,7 @@ from .libvirt_driver import LibvirtHost
 from .lifecycle import Lifecycle
 from .management_key import ManagementKey
 from .provisioner import Provisioner
+from .secret_box import SecretBox
 from .settings import Settings
 from .sizes import SizeCatalog
 from .worker import Worker
@@ -34,6 +36,7 @@ class Service:
         self.db = Database(settings.database_url)
         self.images = ImageStore(settings.image_store)
         self.sizes = SizeCatalog.load(settings.sizes_file)
+        self.accounts = Accounts(self.db, SecretBox(settings.var_dir / KEY_FILE))
         self.keypairs = KeyPairs(self.db)
         self.host = LibvirtHost(settings.libvirt_uri)
         self.management_key = ManagementKey(settings.var_dir / "management" / "id_ed25519")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -64,6 +65,12 @@ def _port(value) -> int:
     return number
 
 
+def _name(value: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", value):
+        raise ValueError("must be lower-case letters, digits and dashes (like us-east-1)")
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
     attr: str
@@ -96,6 +103,8 @@ SETTINGS = (
     Setting("workers", "instances", "workers", "COMPUTED_WORKERS", 4, _positive),
     Setting("billing_policy", "billing", "policy", "COMPUTED_BILLING_POLICY", "hourly",
             _choice("hourly", "per-second")),
+    Setting("region", "api", "region", "COMPUTED_REGION", "computed-1", _name),
+    Setting("availability_zone", "api", "availability_zone", "COMPUTED_AVAILABILITY_ZONE", "computed-1a", _name),
     Setting("api_host", "api", "host", "COMPUTED_API_HOST", "127.0.0.1"),
     Setting("api_port", "api", "port", "COMPUTED_API_PORT", 8080, _port),
     Setting("api_threads", "api", "threads", "COMPUTED_API_THREADS", 8, _positive),
@@ -137,6 +146,9 @@ class Settings:
     workers: int = 4
     #: hourly (each started instance-hour) | per-second (60-second minimum per start)
     billing_policy: str = "hourly"
+    #: the one region and availability zone the EC2 API reports (SigV4 signs with the region)
+    region: str = "computed-1"
+    availability_zone: str = "computed-1a"
     #: where ``computed serve`` listens, and its request threads
     api_host: str = "127.0.0.1"
     api_port: int = 8080

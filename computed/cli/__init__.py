@@ -7,6 +7,7 @@ import click
 from computed import __version__
 from computed.settings import Settings, SettingsError
 
+from .account import account
 from .image import image
 from .instances import console, launch, ls, reboot, show, start, stop, terminate
 from .keypairs import keypair
@@ -26,6 +27,7 @@ def cli(ctx: click.Context) -> None:
         raise click.ClickException(str(e)) from None
 
 
+cli.add_command(account)
 cli.add_command(image)
 cli.add_command(serve)
 cli.add_command(keypair)

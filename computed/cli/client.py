@@ -14,6 +14,8 @@ import requests
 
 from computed.settings import Settings, SettingsError
 
+from . import credentials
+
 API_URL_ENV = "COMPUTED_API_URL"
 #: seconds one request may take; the API answers at once and works in the background
 REQUEST_TIMEOUT = 30.0
@@ -63,11 +65,12 @@ class ApiError(click.ClickException):
 class ApiClient:
     """JSON over HTTP to the computed API at BASE_URL."""
 
-    def __init__(self, base_url: str, timeout: float = REQUEST_TIMEOUT):
+    def __init__(self, base_url: str, auth: tuple[str, str] | None = None, timeout: float = REQUEST_TIMEOUT):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
         self.session.headers["Accept"] = "application/json"
+        self.session.auth = auth  # HTTP Basic: access key id and secret
 
     def close(self) -> None:
         self.session.close()
@@ -143,12 +146,17 @@ def with_client(f: Callable) -> Callable:
     ApiClient as its first argument."""
 
     @functools.wraps(f)
-    def wrapper(*args, api_url: str | None, **kwargs):
+    def wrapper(*args, api_url: str | None, profile: str | None, **kwargs):
         ctx = click.get_current_context()
-        client = ApiClient(api_url or default_api_url(_settings(ctx)))
+        settings = _settings(ctx)
+        client = ApiClient(api_url or default_api_url(settings), auth=credentials.find(settings, profile))
         ctx.call_on_close(client.close)
         return f(client, *args, **kwargs)
 
+    wrapper = click.option(
+        "--profile", envvar=credentials.PROFILE_ENV, metavar="NAME", show_envvar=True,
+        help=f"The credentials profile to use (in {credentials.FILE_ENV} or ~/.config/computed/credentials).",
+    )(wrapper)
     return click.option(
         "--api", "api_url", envvar=API_URL_ENV, metavar="URL", show_envvar=True,
         help="The computed API (default: http://API_HOST:API_PORT from the settings, "

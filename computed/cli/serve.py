@@ -6,6 +6,7 @@ import logging
 
 import click
 
+from computed.accounts import ADMIN_CREDENTIALS_FILE
 from computed.settings import Settings
 
 
@@ -23,6 +24,9 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     host = host or settings.api_host
     port = port or settings.api_port
     app = create_app(settings)
+    path = settings.var_dir / ADMIN_CREDENTIALS_FILE
+    if app.extensions["computed"].accounts.bootstrap(path):
+        click.echo(f"created the admin account; its credentials are in {path} (readable by you only)", err=True)
     click.echo(f"computed API on http://{host}:{port}/ (docs: http://{host}:{port}/docs); "
                f"libvirt {settings.libvirt_uri}, store {settings.database_url}", err=True)
     try:

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from computed import metering  # noqa: E402
+from computed.accounts import Caller  # noqa: E402
 from computed.billing import Billing  # noqa: E402
 from computed.clock import FakeClock  # noqa: E402
 from computed.db import Database  # noqa: E402
@@ -165,7 +166,7 @@ def run_report(store: Path, policy: str) -> dict:
     db = Database(f"sqlite:///{store}")
     billing = Billing(db, policy, FakeClock(NOW))
     started = time.perf_counter()
-    report = billing.report(PERIOD_START, PERIOD_START + PERIOD)
+    report = billing.report(Caller("000000000000", "bench", admin=True), PERIOD_START, PERIOD_START + PERIOD)
     total = report.total()
     groups = [report.by_hour(), report.by_owner(), report.by_size(), report.by_tag()]
     seconds = time.perf_counter() - started

@@ -19,12 +19,17 @@ from hypothesis import strategies as st
 from sqlalchemy import delete
 
 from computed import metering
+from computed.accounts import Caller
 from computed.billing import Billing
+from computed.errors import InvalidParameterValue
 from computed.clock import FakeClock
 from computed.db import Database
 from computed.gc_pause import paused_gc
 from computed.models import UsageEvent
 from tests.unit.test_metering import BASE, FEW, POLICIES, PROPERTY, WHOLE, at, histories, history, periods
+
+
+ADMIN = Caller("000000000000", "admin", admin=True)
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +76,24 @@ def test_the_store_finds_every_run_that_touches_a_period(db, h, period):
 def test_a_report_from_the_store_is_the_report_from_the_events(db, h, period, policy):
     store(db, h.events)
     for start, end in (period, WHOLE):
-        from_store = billing(db, policy, h.now).report(start, end)
+        from_store = billing(db, policy, h.now).report(ADMIN, start, end)
         assert from_store == metering.report(h.events, start, end, policy, h.now)
         assert from_store.by_owner() == metering.report(h.events, start, end, policy, h.now).by_owner()
+
+
+@FEW
+@given(h=histories(max_instances=6), period=periods(), policy=st.sampled_from(POLICIES),
+       owner=st.sampled_from(["alice", "bob", "default"]))
+def test_an_account_sees_its_own_usage_and_an_admin_any(db, h, period, policy, owner):
+    store(db, h.events)
+    own = [e for e in h.events if e.owner == owner]
+    expected = metering.report(own, *period, policy, h.now)
+    account = billing(db, policy, h.now)
+    assert account.report(Caller(owner, owner), *period) == expected
+    assert account.report(ADMIN, *period, account=owner) == expected
+    assert account.report(ADMIN, *period) == metering.report(h.events, *period, policy, h.now)
+    with pytest.raises(InvalidParameterValue, match="only an admin"):
+        account.report(Caller(owner, owner), *period, account="bob")
 
 
 @FEW
@@ -93,7 +113,7 @@ def test_times_are_floored_to_the_second_not_rounded(db):
     [run] = billing(db, "per-second", at(12)).runs()
     assert (run.start, run.end) == (metering.epoch(at(10)), metering.epoch(at(10, 0, 59)))
     assert metering.runs(events) == [run]
-    report = billing(db, "per-second", at(12)).report(at(0), at(23))
+    report = billing(db, "per-second", at(12)).report(ADMIN, at(0), at(23))
     assert [(r.seconds_running, r.quantity) for r in report.rows] == [(59, 60)]  # 59 s, topped up to 60
 
 
@@ -103,12 +123,12 @@ def test_a_run_whose_end_was_written_with_an_earlier_time_lasts_nothing(db):
     store(db, events)
     [run] = billing(db, "hourly", at(12)).runs()
     assert run.start == run.end == metering.epoch(at(10, 30))
-    assert billing(db, "hourly", at(12)).report(at(0), at(23)).total() == {"USD": Decimal("0.0104")}
-    per_second = billing(db, "per-second", at(12)).report(at(0), at(23))
+    assert billing(db, "hourly", at(12)).report(ADMIN, at(0), at(23)).total() == {"USD": Decimal("0.0104")}
+    per_second = billing(db, "per-second", at(12)).report(ADMIN, at(0), at(23))
     assert [(r.seconds_running, r.quantity) for r in per_second.rows] == [(0, 60)]
     # a period that starts between the two times still holds the run
-    assert billing(db, "hourly", at(12)).report(at(10, 25), at(11)).total() == {"USD": Decimal("0.0104")}
-    assert billing(db, "hourly", at(12)).report(at(10, 31), at(11)).total() == {}
+    assert billing(db, "hourly", at(12)).report(ADMIN, at(10, 25), at(11)).total() == {"USD": Decimal("0.0104")}
+    assert billing(db, "hourly", at(12)).report(ADMIN, at(10, 31), at(11)).total() == {}
 
 
 def test_runs_must_come_grouped_by_instance():
@@ -171,5 +191,5 @@ def test_the_collector_pause_nests_across_threads():
 
 def test_a_report_leaves_the_collector_on(db):
     store(db, history(("pending", BASE), ("running", BASE + dt.timedelta(minutes=1)), instance_id="i-1"))
-    billing(db, "hourly", BASE + dt.timedelta(hours=3)).report(*WHOLE)
+    billing(db, "hourly", BASE + dt.timedelta(hours=3)).report(ADMIN, *WHOLE)
     assert gc.isenabled()

@@ -30,12 +30,26 @@ from sqlalchemy import select as sql_select
 
 from api.app import create_app
 from computed import ssh as computed_ssh
+from computed.accounts import Caller
 from computed.cli import cli
 from computed.settings import Settings
 from images.manifest import Manifest, describe_artifact
 from images.store import ImageStore
 
 IMAGE = "debian-12-podman"
+#: sees every account's instances: for cleaning up behind the tests
+ADMIN = Caller("000000000000", "test-admin", admin=True)
+#: the CLI's account, made by the server fixture
+CREDENTIALS: dict[str, str] = {}
+
+
+def credentials_env() -> dict[str, str]:
+    return {"COMPUTED_ACCESS_KEY_ID": CREDENTIALS["access_key_id"],
+            "COMPUTED_SECRET_ACCESS_KEY": CREDENTIALS["secret_access_key"]}
+
+
+def auth() -> tuple[str, str]:
+    return CREDENTIALS["access_key_id"], CREDENTIALS["secret_access_key"]
 
 
 def publish_image(store: ImageStore, name: str = IMAGE) -> None:
@@ -77,14 +91,15 @@ def server(tmp_path_factory):
     thread = threading.Thread(target=server.run, name="api", daemon=True)
     thread.start()
     service = app.extensions["computed"]
+    CREDENTIALS.update(service.accounts.create("cli").to_dict())
     try:
         yield f"http://127.0.0.1:{server.effective_port}", service
     finally:
         # leave no domains behind in the process-wide test:///default host
-        rows, _ = service.instances.describe(limit=1000)
+        rows, _ = service.instances.describe(ADMIN, limit=1000)
         for inst in rows:
             if inst.state not in ("terminated", "shutting-down"):
-                service.instances.terminate(inst.id)
+                service.instances.terminate(ADMIN, inst.id)
         service.worker.idle(timeout=10)
         server.task_dispatcher.shutdown()
         server.close()
@@ -106,14 +121,14 @@ def run(api, tmp_path, monkeypatch):
 
     def invoke(*args: str, input=None, api_url: str = api):
         env = {"COMPUTED_API_URL": api_url, "COMPUTED_VAR_DIR": str(tmp_path / "client-var"),
-               "COMPUTED_CONFIG": None, "COLUMNS": "200"}
+               "COMPUTED_CONFIG": None, "COLUMNS": "200"} | credentials_env()
         return CliRunner(env=env).invoke(cli, list(args), input=input, catch_exceptions=False)
 
     return invoke
 
 
 def get(api: str, instance_id: str) -> dict:
-    return requests.get(f"{api}/v1/instances/{instance_id}", timeout=10).json()
+    return requests.get(f"{api}/v1/instances/{instance_id}", auth=auth(), timeout=10).json()
 
 
 def wait_state(api: str, instance_id: str, state: str, timeout: float = 10) -> dict:
@@ -297,7 +312,7 @@ def test_launch_waits_for_ssh_and_reports_failures(run, server):
                 if len(rows) == 2 and not ready:
                     rows[0].ready_ssh = ready = True
             if ready and not terminated:
-                service.instances.terminate(rows[1].id)
+                service.instances.terminate(ADMIN, rows[1].id)
                 terminated = True
             time.sleep(0.05)
 
@@ -595,6 +610,7 @@ def test_ssh_on_a_terminal_is_interactive(api, guest, tmp_path):
         before = termios.tcgetattr(slave)
         env = {k: v for k, v in os.environ.items() if not k.startswith("COMPUTED_")}
         env |= {"COMPUTED_API_URL": api, "COMPUTED_VAR_DIR": str(tmp_path / "client-var"), "TERM": "xterm-test"}
+        env |= credentials_env()
         command = [sys.executable, "-P", "-c", "from computed.cli import main; main()", "ssh", inst["id"]]
         proc = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, cwd=tmp_path, env=env,
                                 start_new_session=True)

@@ -21,12 +21,15 @@ class RunningService:
                                       image_store=image_store, ssh_ports=ssh_ports, **overrides)
         self.app = create_app(self.settings)
         self.service = self.app.extensions["computed"]
+        creds = self.service.accounts.create("vm-tests")
+        self.auth = (creds.access_key_id, creds.secret_access_key)
         self.server = waitress.create_server(self.app, host="127.0.0.1", port=0, threads=4)
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
         self._thread = threading.Thread(target=self.server.run, daemon=True)
         self._thread.start()
 
     def call(self, method: str, path: str, expect: int | tuple[int, ...] = (200, 201, 202, 204), **kw):
+        kw.setdefault("auth", self.auth)
         response = requests.request(method, self.url + path, timeout=60, **kw)
         expected = (expect,) if isinstance(expect, int) else expect
         assert response.status_code in expected, f"{method} {path}: {response.status_code} {response.text}"

@@ -21,6 +21,7 @@ from flask.testing import FlaskClient
 
 import images.store
 from api.app import create_app
+from computed.accounts import Credentials
 from computed.provisioner import port_is_free
 from computed.settings import Settings
 from images.manifest import describe_artifact
@@ -34,9 +35,11 @@ libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
 
 class CheckedClient(FlaskClient):
-    """A test client that fails the test at once if any request answers 500."""
+    """A test client that fails the test at once if any request answers 500, and sends the
+    app's test account's credentials (HTTP Basic) unless given ``auth`` (None: none)."""
 
     def open(self, *args, **kwargs):
+        kwargs.setdefault("auth", self.application.config.get("TEST_AUTH"))
         response = super().open(*args, **kwargs)
         assert response.status_code != 500, (
             f"the service answered 500 to {args[:1]} {kwargs.get('method', '')}: {response.get_data(as_text=True)}")
@@ -112,13 +115,22 @@ def image(publish_image):
 
 @pytest.fixture
 def make_app(settings: Settings, image):
-    """make_app(**setting_changes) -> a Flask app on its own Service; closed at teardown."""
+    """make_app(**setting_changes) -> a Flask app on its own Service; closed at teardown.
+    Its test client is signed in as the account "tester" (one per store, non-admin), whose
+    ``Caller`` is ``app.config["TEST_CALLER"]``."""
     apps = []
+    accounts: dict[str, Credentials] = {}
 
     def make(clock=None, **changes):
         app = create_app(settings.replace(**changes) if changes else settings, clock=clock)
         app.test_client_class = CheckedClient
         apps.append(app)
+        svc = app.extensions["computed"]
+        if svc.settings.database_url not in accounts:
+            accounts[svc.settings.database_url] = svc.accounts.create("tester")
+        creds = accounts[svc.settings.database_url]
+        app.config["TEST_AUTH"] = (creds.access_key_id, creds.secret_access_key)
+        app.config["TEST_CALLER"] = creds.caller
         return app
 
     yield make

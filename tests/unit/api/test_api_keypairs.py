@@ -74,7 +74,7 @@ def test_create_returns_the_private_key_once(client, service, settings):
         assert secret_line not in response.get_data(as_text=True)
 
     # nor does the store: no column for it, and the bytes are nowhere in the database files
-    assert {c.name for c in KeyPair.__table__.columns} == {"id", "name", "key_type", "public_key", "fingerprint",
+    assert {c.name for c in KeyPair.__table__.columns} == {"id", "owner", "name", "key_type", "public_key", "fingerprint",
                                                           "created_at"}
     with service.db.session() as s:
         row = s.scalar(select(KeyPair).where(KeyPair.name == "deploy"))

@@ -11,7 +11,7 @@ from sqlalchemy import exc, select, text
 from computed.db import MIGRATIONS, Database
 from computed.models import Instance, KeyPair, Tag, UtcDateTime
 
-EXPECTED_TABLES = {"alembic_version", "instances", "key_pairs", "tags", "usage_events"}
+EXPECTED_TABLES = {"accounts", "access_keys", "alembic_version", "instances", "key_pairs", "tags", "usage_events"}
 
 
 HEAD = max(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9]*.py"))

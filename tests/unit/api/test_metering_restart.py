@@ -105,7 +105,8 @@ def test_billing_reports_over_adjacent_periods_add_up(make_app, wait):
     assert client.post(f"/v1/instances/{iid}/stop").status_code == 202
     wait(svc)
     clock.set(hour(13))
-    whole = svc.billing.report(hour(10), hour(12)).total()
+    me = app.config["TEST_CALLER"]
+    whole = svc.billing.report(me, hour(10), hour(12)).total()
     assert whole == {"USD": 60 * RATE}  # the minimum, as metering.report has it
-    parts = [svc.billing.report(hour(10), hour(11)).total(), svc.billing.report(hour(11), hour(12)).total()]
+    parts = [svc.billing.report(me, hour(10), hour(11)).total(), svc.billing.report(me, hour(11), hour(12)).total()]
     assert sum((p.get("USD", Decimal(0)) for p in parts), Decimal(0)) == whole["USD"]

@@ -158,10 +158,12 @@ def test_unreachable_libvirt_fails_the_launch_not_the_request(settings, image):
     app = create_app(settings.replace(libvirt_uri="test:///no/such/file.xml"))
     try:
         client, svc = app.test_client(), app.extensions["computed"]
-        response = client.post("/v1/instances", json={"size": "t3.micro"})
+        creds = svc.accounts.create("tester")
+        auth = (creds.access_key_id, creds.secret_access_key)
+        response = client.post("/v1/instances", json={"size": "t3.micro"}, auth=auth)
         assert response.status_code == 202  # the host is only contacted in the background
         assert svc.worker.idle(10)
-        got = client.get(f"/v1/instances/{response.get_json()['instances'][0]['id']}").get_json()
+        got = client.get(f"/v1/instances/{response.get_json()['instances'][0]['id']}", auth=auth).get_json()
         assert got["state"]["name"] == "terminated"
         assert got["state_reason"]["code"] == "Server.InternalError"
         assert "cannot be reached" in got["state_reason"]["message"]

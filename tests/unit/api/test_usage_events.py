@@ -46,7 +46,7 @@ def test_every_state_change_is_an_event_with_the_clock_time(make_app, wait):
     ids = [e.id for e in events(svc, iid)]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert {(e.size, e.image, e.price_per_hour, e.currency, e.owner) for e in events(svc, iid)} == {
-        ("t3.micro", "debian-12-podman", "0.0104", "USD", "default")}
+        ("t3.micro", "debian-12-podman", "0.0104", "USD", app.config["TEST_CALLER"].account_id)}
 
 
 def test_the_event_and_the_state_change_commit_together(app, wait):

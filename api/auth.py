@@ -1,0 +1,81 @@
+"""Who is calling: every request but the public pages (health, the OpenAPI document and
+its docs page) carries credentials, checked before the view runs.
+
+- HTTP Basic: the access key id as user name, the secret as password (``curl -u``).
+- AWS Signature Version 4, in the ``Authorization`` header or a presigned query string
+  (boto3, the AWS CLI), for the REST and the EC2 API alike.
+
+Any failure is ``AuthFailure`` (401) with one message whatever went wrong: an unknown key,
+a wrong secret or signature, a clock skew over 15 minutes, an expired presigned URL."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from flask import Flask, g, request
+
+from computed.accounts import Caller
+from computed.errors import AuthFailure
+
+from . import sigv4
+from .service import service
+
+log = logging.getLogger(__name__)
+
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
+#: SigV4 credential scopes accepted: the EC2 API's, and ours for the REST API
+SERVICES = frozenset({"ec2", "computed"})
+FAILED = "AWS was not able to validate the provided access credentials"
+MISSING = "this request needs credentials: HTTP Basic (access key id and secret) or AWS Signature Version 4"
+
+
+def current_caller() -> Caller:
+    return g.caller
+
+
+def _basic() -> Caller:
+    auth = request.authorization
+    found = service().accounts.lookup(auth.username or "")
+    # compare even for an unknown key, so the answer takes as long either way
+    secret = found[1] if found else "-" * 40
+    if not hmac.compare_digest((auth.password or "").encode(), secret.encode()) or found is None:
+        raise AuthFailure(FAILED)
+    return found[0]
+
+
+def _signed(query: list[tuple[str, str]]) -> Caller:
+    svc = service()
+    callers: dict[str, Caller] = {}
+
+    def secret_for(access_key_id: str) -> str | None:
+        found = svc.accounts.lookup(access_key_id)
+        if found is None:
+            return None
+        callers[access_key_id] = found[0]
+        return found[1]
+
+    try:
+        signed = sigv4.verify(request.method, sigv4.wsgi_path(request.environ), query, request.headers,
+                              request.get_data(cache=True), secret_for=secret_for, region=svc.settings.region,
+                              services=SERVICES, now=svc.clock.now())
+    except sigv4.SignatureError as e:
+        log.info("refused a SigV4 request: %s", e)  # for the operator; never the secret
+        raise AuthFailure(FAILED) from None
+    return callers[signed.access_key_id]
+
+
+def authenticate() -> None:
+    if request.path in PUBLIC_PATHS or request.method == "OPTIONS" and request.path.startswith("/docs"):
+        return
+    query = sigv4.parse_query(request.query_string)
+    if sigv4.is_signed(request.headers, query):
+        g.caller = _signed(query)
+    elif request.authorization is not None and request.authorization.type == "basic":
+        g.caller = _basic()
+    else:
+        raise AuthFailure(MISSING)
+
+
+def register(app: Flask) -> None:
+    app.before_request(authenticate)

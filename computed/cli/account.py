@@ -1,0 +1,63 @@
+"""``computed account create|ls``: accounts, made directly in the store (an operator's
+command, run where the service runs; no API call, so it works before any account exists)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from computed.accounts import KEY_FILE, Accounts
+from computed.db import Database
+from computed.errors import ComputedError
+from computed.secret_box import SecretBox
+from computed.settings import Settings
+
+
+def _accounts(settings: Settings) -> tuple[Accounts, Database]:
+    db = Database(settings.database_url)
+    return Accounts(db, SecretBox(settings.var_dir / KEY_FILE)), db
+
+
+@click.group()
+def account() -> None:
+    """Create and list accounts (on the machine that runs the service)."""
+
+
+@account.command()
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="An admin sees and acts on every account's resources.")
+@click.pass_obj
+def create(settings: Settings, name: str, admin: bool) -> None:
+    """Create account NAME; prints its credentials as JSON, once: keep them."""
+    accounts, db = _accounts(settings)
+    try:
+        creds = accounts.create(name, admin=admin)
+    except ComputedError as e:
+        raise click.ClickException(f"{e.code}: {e.message}") from None
+    finally:
+        db.dispose()
+    click.echo(json.dumps(creds.to_dict(), indent=2))
+
+
+@account.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+@click.pass_obj
+def ls(settings: Settings, as_json: bool) -> None:
+    """List accounts and their access key ids (never the secrets)."""
+    accounts, db = _accounts(settings)
+    try:
+        rows = [{"id": a.id, "name": a.name, "admin": a.admin, "created_at": a.created_at.isoformat(),
+                 "access_key_ids": [k.id for k in a.access_keys]} for a in accounts.list()]
+    finally:
+        db.dispose()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("ID", "NAME", "ADMIN", "ACCESS KEY IDS", "CREATED")
+    for r in rows:
+        table.add_row(r["id"], r["name"], "yes" if r["admin"] else "", ", ".join(r["access_key_ids"]),
+                      r["created_at"][:19])
+    Console().print(table)
