@@ -73,6 +73,8 @@ def authenticate() -> None:
         g.caller = _signed(query)
     elif request.authorization is not None and request.authorization.type == "basic":
         g.caller = _basic()
+    elif request.headers.get("Authorization", "").strip()[:6].lower() == "basic ":
+        raise AuthFailure(FAILED)  # Basic credentials werkzeug cannot decode: wrong, not missing
     else:
         raise AuthFailure(MISSING)
 

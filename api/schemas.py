@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from computed.billing import GROUPS
 from computed.instances import MAX_COUNT, MAX_USER_DATA, STATE_CODES
@@ -168,7 +168,23 @@ class LaunchResultSchema(Schema):
     instances = fields.List(fields.Nested(InstanceSchema), required=True)
 
 
-class InstanceQuerySchema(Schema):
+#: the query parameters of a presigned (SigV4) request: its credentials, checked by api.auth
+SIGNATURE_PARAMS = frozenset({"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+                              "X-Amz-SignedHeaders", "X-Amz-Signature"})
+
+
+class QuerySchema(Schema):
+    """A query string's arguments: a presigned request's signature parameters are not
+    arguments, so they are no unknown field either."""
+
+    @pre_load
+    def _drop_signature(self, data, **kwargs):
+        if not any(key in SIGNATURE_PARAMS for key in data):
+            return data
+        return {key: data[key] for key in data if key not in SIGNATURE_PARAMS}
+
+
+class InstanceQuerySchema(QuerySchema):
     state = fields.List(fields.String(validate=validate.OneOf(list(STATE_CODES))))
     size = fields.String(validate=validate.Length(max=64))
     image = fields.String(validate=validate.Length(max=64))
@@ -185,7 +201,7 @@ class ConsoleSchema(Schema):
     timestamp = fields.DateTime(required=True)
 
 
-class BillingQuerySchema(Schema):
+class BillingQuerySchema(QuerySchema):
     start = fields.AwareDateTime(required=True, metadata={"example": "2026-03-01T00:00:00Z"})
     end = fields.AwareDateTime(required=True)
     group_by = fields.List(fields.String(validate=validate.OneOf(GROUPS)),

@@ -38,10 +38,12 @@ def _when(value: str) -> str:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
               help="Write to FILE instead of standard output (png needs it unless piped).")
+@click.option("--account", metavar="ID", help="Admins: only this account's usage (its 12-digit id).")
 @with_client
-def report(client: ApiClient, start: str, end: str, fmt: str, output: str | None) -> None:
-    """The hourly cost report: one row per instance per UTC hour, and totals."""
-    params = {"start": _when(start), "end": _when(end)}
+def report(client: ApiClient, start: str, end: str, fmt: str, output: str | None, account: str | None) -> None:
+    """The hourly cost report of your usage (an admin's: every account's): one row per
+    instance per UTC hour, and totals."""
+    params = {"start": _when(start), "end": _when(end)} | ({"account": account} if account else {})
     if fmt in ("csv", "png"):
         data = client.get_bytes("/v1/billing/report", format=fmt, **params)
         if fmt == "png" and output is None and sys.stdout.isatty():
