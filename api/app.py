@@ -13,7 +13,7 @@ from computed.clock import Clock
 from computed.service import Service
 from computed.settings import Settings
 
-from . import auth, billing, catalog, docs, errors, instances, keypairs
+from . import auth, billing, catalog, docs, ec2, errors, instances, keypairs
 from .schemas import ErrorResponseSchema
 
 MAX_BODY = 1024 * 1024
@@ -41,6 +41,7 @@ def create_app(config: Settings | dict | None = None, service: Service | None = 
     for module in (catalog, keypairs, instances, billing):
         api.register_blueprint(module.blp)
     app.register_blueprint(docs.blp)
+    app.register_blueprint(ec2.blp)  # the EC2 Query API at / and /ec2/
     errors.register(app)
     auth.register(app)
 

@@ -456,8 +456,9 @@ def test_unknown_instance_id(client, expect_error, launch):
 # -- routes and methods --------------------------------------------------------------------
 
 def test_unknown_route(client, expect_error, case):
-    for path in ("/v1/nope", "/v2/instances", "/v1/instances/i-0123456789abcdef0/explode", "/v1/keypairs/a/b", "/",
-                 "/v1"):
+    # ("/" and "/ec2/" are the EC2 Query API's, which answers in its own XML)
+    for path in ("/v1/nope", "/v2/instances", "/v1/instances/i-0123456789abcdef0/explode", "/v1/keypairs/a/b",
+                 "/v1", "/ec2/nope"):
         for method in ("get", "post"):
             with case(f"{method} {path}"):
                 expect_error(getattr(client, method)(path), 404, "NotFound")

@@ -1,0 +1,194 @@
+"""The parameters of an EC2 Query API request: ``Name=value`` pairs from the query string
+and the form body, with lists as ``Name.N``, filters as ``Filter.N.Name`` /
+``Filter.N.Value.M`` and tags as ``Tag.N.Key`` / ``Tag.N.Value``.
+
+An action reads what it takes through a ``Params`` and then calls ``finish()``: a
+parameter it never read is ``UnknownParameter`` (as EC2 answers), and ``DryRun=true``
+stops the request there with ``DryRunOperation``, before anything is done."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from computed.errors import InvalidParameterValue, MissingParameter
+
+from .errors import DryRunOperation, MalformedQueryString, UnknownParameter
+
+#: read by the dispatcher or by authentication (presigned URLs), never UnknownParameter
+ENVELOPE = frozenset({"Action", "Version", "X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
+                      "X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Security-Token"})
+#: a list index: 1, 2, ... (no sign, no leading zero)
+_INDEX = r"([1-9][0-9]{0,5})"
+MAX_FIELDS = 10000
+
+
+def parse_pairs(data: bytes) -> list[tuple[str, str]]:
+    """NAME=VALUE pairs of a query string or form body, blank values kept; the bytes must
+    be UTF-8 once percent-decoded."""
+    try:
+        text = data.decode("utf-8")
+        return parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict",
+                         max_num_fields=MAX_FIELDS)
+    except UnicodeDecodeError:
+        raise MalformedQueryString("the request's parameters are not UTF-8") from None
+    except ValueError:
+        raise MalformedQueryString(f"the request has more than {MAX_FIELDS} parameters") from None
+
+
+@dataclass(frozen=True)
+class Filter:
+    name: str
+    values: tuple[str, ...]
+
+
+class Params:
+    def __init__(self, pairs: Iterable[tuple[str, str]]):
+        self._values: dict[str, str] = {}
+        for name, value in pairs:
+            if name in self._values:
+                raise InvalidParameterValue(f"the parameter {name} is given more than once")
+            self._values[name] = value
+        self._read: set[str] = set()
+        self.dry_run = False
+        self.finished = False
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._values
+
+    # -- single values -----------------------------------------------------------------
+
+    def raw(self, name: str) -> str | None:
+        self._read.add(name)
+        return self._values.get(name)
+
+    def string(self, name: str, required: bool = False) -> str | None:
+        value = self.raw(name)
+        if value is None and required:
+            raise MissingParameter(f"The request must contain the parameter {name}")
+        return value
+
+    def integer(self, name: str, required: bool = False, minimum: int | None = None,
+                maximum: int | None = None) -> int | None:
+        value = self.string(name, required)
+        if value is None:
+            return None
+        if not re.fullmatch(r"-?[0-9]{1,18}", value.strip()):
+            raise InvalidParameterValue(f"Invalid value {value!r} for {name}: it must be a whole number")
+        number = int(value)
+        if minimum is not None and number < minimum or maximum is not None and number > maximum:
+            bounds = (f"between {minimum} and {maximum}" if minimum is not None and maximum is not None
+                      else f"at least {minimum}" if minimum is not None else f"at most {maximum}")
+            raise InvalidParameterValue(f"Invalid value {number} for {name}: it must be {bounds}")
+        return number
+
+    def boolean(self, name: str, default: bool = False) -> bool:
+        value = self.string(name)
+        if value is None:
+            return default
+        lowered = value.strip().lower()
+        if lowered not in ("true", "false"):
+            raise InvalidParameterValue(f"Invalid value {value!r} for {name}: it must be true or false")
+        return lowered == "true"
+
+    def base64(self, name: str, required: bool = False) -> bytes | None:
+        value = self.string(name, required)
+        if value is None:
+            return None
+        try:
+            return base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidParameterValue(f"Invalid value for {name}: it must be base64 encoded") from None
+
+    def choice(self, name: str, allowed: Collection[str], default: str | None = None) -> str | None:
+        value = self.string(name)
+        if value is None:
+            return default
+        if value not in allowed:
+            raise InvalidParameterValue(f"Invalid value {value!r} for {name}: it must be one of "
+                                        f"{', '.join(sorted(allowed))}")
+        return value
+
+    # -- lists -------------------------------------------------------------------------
+
+    def _indices(self, pattern: str) -> list[int]:
+        """The N of every parameter whose name matches PATTERN (a regex with one group, the index)."""
+        regex = re.compile(pattern)
+        found = {int(m.group(1)) for name in self._values if (m := regex.fullmatch(name))}
+        return sorted(found)
+
+    def strings(self, prefix: str, required: bool = False) -> list[str]:
+        """PREFIX.1, PREFIX.2, ... in index order, duplicates dropped."""
+        values = []
+        for n in self._indices(re.escape(prefix) + r"\." + _INDEX):
+            values.append(self.raw(f"{prefix}.{n}"))
+        if required and not values:
+            raise MissingParameter(f"The request must contain the parameter {prefix}.1")
+        return list(dict.fromkeys(values))
+
+    def filters(self, allowed: Collection[str], prefixes: Collection[str] = ()) -> dict[str, tuple[str, ...]]:
+        """Filter.N.Name / Filter.N.Value.M as {name: values}; a name given in two filters
+        has the values of both. A name not in ALLOWED nor starting with one of PREFIXES
+        (like ``tag:``) is InvalidParameterValue."""
+        out: dict[str, tuple[str, ...]] = {}
+        for n in self._indices(r"Filter\." + _INDEX + r"\..*"):
+            name = self.raw(f"Filter.{n}.Name")
+            values = tuple(self.raw(f"Filter.{n}.Value.{m}")
+                           for m in self._indices(rf"Filter\.{n}\.Value\." + _INDEX))
+            if name is None:
+                raise MissingParameter(f"The request must contain the parameter Filter.{n}.Name")
+            if name not in allowed and not any(name.startswith(p) and len(name) > len(p) for p in prefixes):
+                known = ", ".join(sorted(allowed) + [f"{p}<key>" for p in sorted(prefixes)])
+                raise InvalidParameterValue(f"The filter '{name}' is invalid (filters: {known})")
+            if not values:
+                raise InvalidParameterValue(f"The filter '{name}' needs at least one value (Filter.{n}.Value.1)")
+            out[name] = tuple(dict.fromkeys(out.get(name, ()) + values))
+        return out
+
+    def tags(self, prefix: str = "Tag", value_required: bool = True) -> dict[str, str | None]:
+        """PREFIX.N.Key / PREFIX.N.Value as {key: value}. A missing value is "" (as EC2's
+        CreateTags), or None when VALUE_REQUIRED is false (DeleteTags: whatever the value)."""
+        tags: dict[str, str | None] = {}
+        for n in self._indices(re.escape(prefix) + r"\." + _INDEX + r"\.(?:Key|Value)"):
+            key = self.raw(f"{prefix}.{n}.Key")
+            value = self.raw(f"{prefix}.{n}.Value")
+            if key is None:
+                raise MissingParameter(f"The request must contain the parameter {prefix}.{n}.Key")
+            if key in tags:
+                raise InvalidParameterValue(f"The tag key {key!r} is given more than once")
+            tags[key] = value if value is not None or not value_required else ""
+        return tags
+
+    def tag_specifications(self, resource_types: Collection[str]) -> dict[str, dict[str, str]]:
+        """TagSpecification.N.ResourceType and .Tag.M.Key/.Value as {resource type: tags}."""
+        out: dict[str, dict[str, str]] = {}
+        for n in self._indices(r"TagSpecification\." + _INDEX + r"\..*"):
+            kind = self.raw(f"TagSpecification.{n}.ResourceType")
+            tags = self.tags(f"TagSpecification.{n}.Tag")
+            if kind is None:
+                raise MissingParameter(f"The request must contain the parameter TagSpecification.{n}.ResourceType")
+            if kind not in resource_types:
+                raise InvalidParameterValue(f"Invalid value {kind!r} for TagSpecification.{n}.ResourceType: "
+                                            f"tags can be given here for {', '.join(sorted(resource_types))}")
+            if kind in out:
+                raise InvalidParameterValue(f"The resource type {kind!r} is given in more than one TagSpecification")
+            out[kind] = tags
+        return out
+
+    # -- the end of parsing ------------------------------------------------------------
+
+    def check_unknown(self) -> None:
+        unknown = sorted(set(self._values) - self._read - ENVELOPE)
+        if unknown:
+            raise UnknownParameter(f"The parameter {unknown[0]} is not recognized")
+
+    def finish(self) -> None:
+        """Every parameter was read (else UnknownParameter); a dry run ends here."""
+        self.check_unknown()
+        self.finished = True
+        if self.dry_run:
+            raise DryRunOperation()

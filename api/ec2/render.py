@@ -1,0 +1,125 @@
+"""The core's objects as EC2 describes them, and the ids EC2 shows for things the core
+names otherwise (images are ``ami-...``, key pairs ``key-...``)."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+
+from computed.instances import STATE_CODES
+from computed.models import Instance, KeyPair
+
+from .context import settings
+
+AMI_ID = re.compile(r"ami-[0-9a-f]{17}")
+KEY_PAIR_ID = re.compile(r"key-[0-9a-f]{17}")
+#: the system tag carrying the port that forwards SSH to the instance: listed, not editable
+SSH_PORT_TAG = "computed:ssh-port"
+USER_INITIATED = "Client.UserInitiatedShutdown"
+ARCHITECTURES = {"amd64": "x86_64", "arm64": "arm64", "i386": "i386"}
+
+
+def region() -> str:
+    return getattr(settings(), "region", "computed-1")
+
+
+def availability_zone() -> str:
+    return getattr(settings(), "availability_zone", "computed-1a")
+
+
+def ami_id(name: str, version: str) -> str:
+    """An image's EC2 id: the same for a name and version wherever it is asked."""
+    return "ami-" + hashlib.sha256(f"{name}:{version}".encode()).hexdigest()[:17]
+
+
+def image_ami_id(image) -> str:
+    return ami_id(image.name, image.manifest.version)
+
+
+def key_pair_id(kp: KeyPair) -> str:
+    """A key pair's EC2 id: stable, and telling nothing of the store's row numbers."""
+    if isinstance(kp.id, str) and KEY_PAIR_ID.fullmatch(kp.id):
+        return kp.id
+    return "key-" + hashlib.sha256(f"key-pair:{kp.id}".encode()).hexdigest()[:17]
+
+
+def key_type(kp: KeyPair) -> str:
+    kind = kp.key_type
+    if kind == "ssh-ed25519":
+        return "ed25519"
+    if kind == "ssh-rsa":
+        return "rsa"
+    if kind.startswith("ecdsa-"):
+        return "ecdsa"
+    return kind
+
+
+def state(name: str) -> dict:
+    return {"code": STATE_CODES[name], "name": name}
+
+
+def reachable(inst: Instance) -> bool:
+    """Whether the instance has an SSH endpoint (a terminated one has given its port back)."""
+    return inst.ssh_port is not None and inst.state != "terminated"
+
+
+def system_tags(inst: Instance) -> list[tuple[str, str]]:
+    return [(SSH_PORT_TAG, str(inst.ssh_port))] if reachable(inst) else []
+
+
+def _is_ip(host: str | None) -> bool:
+    try:
+        ipaddress.ip_address(host or "")
+        return True
+    except ValueError:
+        return False
+
+
+def _transition_reason(inst: Instance) -> str:
+    if not inst.state_reason_code:
+        return ""
+    when = inst.state_changed_at.strftime("%Y-%m-%d %H:%M:%S GMT")
+    if inst.state_reason_code == USER_INITIATED:
+        return f"User initiated ({when})"
+    return f"{inst.state_reason_message or inst.state_reason_code} ({when})"
+
+
+def instance(inst: Instance) -> dict:
+    host = inst.ssh_host if reachable(inst) else None
+    tags = [(t.key, t.value) for t in inst.tags] + system_tags(inst)
+    return {
+        "instanceId": inst.id,
+        "imageId": ami_id(inst.image, inst.image_version),
+        "instanceState": state(inst.state),
+        "privateDnsName": host or "",
+        "dnsName": host or "",
+        "reason": _transition_reason(inst),
+        "keyName": inst.key_name,
+        "amiLaunchIndex": inst.launch_index,
+        "productCodes": [],
+        "instanceType": inst.size,
+        "launchTime": inst.launch_time,
+        "placement": {"availabilityZone": availability_zone(), "groupName": "", "tenancy": "default"},
+        "platformDetails": "Linux/UNIX",
+        "monitoring": {"state": "disabled"},
+        "ipAddress": host if _is_ip(host) else None,
+        "groupSet": [],
+        "stateReason": ({"code": inst.state_reason_code, "message": inst.state_reason_message or ""}
+                        if inst.state_reason_code else None),
+        "virtualizationType": "hvm",
+        "clientToken": inst.client_token,
+        "tagSet": [{"key": k, "value": v} for k, v in tags],
+    }
+
+
+def reservations(rows: list[Instance]) -> list[dict]:
+    """Instances grouped by reservation, in the order they come."""
+    groups: dict[str, dict] = {}
+    for inst in rows:
+        group = groups.get(inst.reservation_id)
+        if group is None:
+            group = groups[inst.reservation_id] = {"reservationId": inst.reservation_id, "ownerId": inst.owner,
+                                                   "groupSet": [], "instancesSet": []}
+        group["instancesSet"].append(instance(inst))
+    return list(groups.values())
