@@ -49,9 +49,11 @@ def _filter(args: dict) -> InstanceFilter:
     tags = []
     for item in args.get("tag", []):
         key, sep, value = item.partition("=")
-        tags.append((key, value if sep else None))
-    return InstanceFilter(states=tuple(args.get("state", ())), size=args.get("size"), image=args.get("image"),
-                          key_name=args.get("key_name"), tags=tuple(tags))
+        tags.append((key, (value,) if sep else None))
+    one = lambda name: (args[name],) if args.get(name) else ()  # noqa: E731
+    return InstanceFilter(states=tuple(args.get("state", ())), sizes=one("size"),
+                          images=tuple((name, None) for name in one("image")), key_names=one("key_name"),
+                          tags=tuple(tags))
 
 
 @blp.route("")

@@ -14,7 +14,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from images.store import ImageStore
@@ -44,6 +44,15 @@ MAX_OFFSET = 1 << 40
 RESERVED_TAG_PREFIXES = ("aws:", "computed:")
 
 
+#: action -> (current state -> new state or None for "nothing to do", verb, lifecycle step)
+ACTIONS = {
+    "stop": ({"running": "stopping", "stopping": None, "stopped": None}, "stopped", "stop"),
+    "start": ({"stopped": "pending", "pending": None, "running": None}, "started", "start"),
+    "terminate": ({s: "shutting-down" for s in ("pending", "running", "stopping", "stopped")}
+                  | {"shutting-down": None, "terminated": None}, "terminated", "terminate"),
+}
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(9)[:17]}"
 
@@ -67,13 +76,18 @@ class LaunchRequest:
 
 @dataclass(frozen=True)
 class InstanceFilter:
+    """What listed instances must match: each field given must match (AND), any of a
+    field's values will do (OR), as EC2's filters."""
     ids: tuple[str, ...] = ()
     states: tuple[str, ...] = ()
-    size: str | None = None
-    image: str | None = None
-    key_name: str | None = None
-    #: tag key -> value, or None for "has this tag"
-    tags: tuple[tuple[str, str | None], ...] = ()
+    sizes: tuple[str, ...] = ()
+    #: (image name, version or None for any version)
+    images: tuple[tuple[str, str | None], ...] = ()
+    key_names: tuple[str, ...] = ()
+    #: (tag key, the values it may have, or None for any value): every one must match
+    tags: tuple[tuple[str, tuple[str, ...] | None], ...] = ()
+    #: has a tag with any of these keys
+    tag_keys: tuple[str, ...] = ()
 
 
 def check_tags(tags: dict[str, str]) -> dict[str, str]:
@@ -199,17 +213,20 @@ class Instances:
             q = q.where(Instance.id.in_(flt.ids))
         if flt.states:
             q = q.where(Instance.state.in_(flt.states))
-        if flt.size:
-            q = q.where(Instance.size == flt.size)
-        if flt.image:
-            q = q.where(Instance.image == flt.image)
-        if flt.key_name:
-            q = q.where(Instance.key_name == flt.key_name)
-        for key, value in flt.tags:
+        if flt.sizes:
+            q = q.where(Instance.size.in_(flt.sizes))
+        if flt.images:
+            q = q.where(or_(*(and_(Instance.image == name, true() if version is None else Instance.image_version == version)
+                              for name, version in flt.images)))
+        if flt.key_names:
+            q = q.where(Instance.key_name.in_(flt.key_names))
+        for key, values in flt.tags:
             cond = (Tag.instance_id == Instance.id) & (Tag.key == key)
-            if value is not None:
-                cond &= Tag.value == value
+            if values is not None:
+                cond &= Tag.value.in_(values)
             q = q.where(select(Tag.key).where(cond).exists())
+        if flt.tag_keys:
+            q = q.where(select(Tag.key).where(Tag.instance_id == Instance.id, Tag.key.in_(flt.tag_keys)).exists())
         q = q.order_by(Instance.launch_time.desc(), Instance.reservation_id, Instance.launch_index)
         with self.db.reading() as s:
             rows = list(s.scalars(q.offset(offset).limit(limit + 1)))
@@ -234,34 +251,35 @@ class Instances:
 
     # -- actions -----------------------------------------------------------------------
 
-    def _act(self, caller: Caller, instance_id: str, allowed: dict[str, str | None], verb: str):
-        """Move INSTANCE_ID by ALLOWED (current state -> new state, None for "no change
-        needed"); IncorrectInstanceState from any other state. Returns (instance, changed)."""
-        self.get(caller, instance_id)  # id format and existence
+    def change(self, caller: Caller, action: str, instance_ids: list[str]) -> list[tuple[Instance, str]]:
+        """ACTION ("stop", "start", "terminate") on every instance named, or on none: all
+        are checked (id, owner, state) in one transaction before any changes, as EC2 does.
+        Returns (instance, previous state) for each. Stopping a stopped instance, starting a
+        running one or terminating a terminated one is no error and changes nothing."""
+        allowed, verb, schedule = ACTIONS[action]
         with self.db.session() as s:
-            inst = s.get(Instance, instance_id)
-            if inst is None:
-                raise not_found(instance_id)
-            if inst.state not in allowed:
-                raise IncorrectInstanceState(f"the instance {instance_id} is {inst.state}; it cannot be {verb}")
-            target = allowed[inst.state]
-            if target is None:
-                return inst, False
-            reason = {"stopping": USER_STOP, "shutting-down": USER_TERMINATE}.get(target)
-            set_state(inst, target, reason, self.clock.now())
-            return inst, True
+            found = self._owned(s, caller, instance_ids)
+            for inst in found:
+                if inst.state not in allowed:
+                    raise IncorrectInstanceState(f"the instance {inst.id} is {inst.state}; it cannot be {verb}")
+            changed = []
+            now = self.clock.now()
+            for inst in found:
+                previous, target = inst.state, allowed[inst.state]
+                if target is not None:
+                    set_state(inst, target, {"stopping": USER_STOP, "shutting-down": USER_TERMINATE}.get(target), now)
+                changed.append((inst, previous))
+        for inst, previous in changed:
+            # a terminate also retries one that failed part-way (still shutting-down)
+            if inst.state != previous or (action == "terminate" and inst.state == "shutting-down"):
+                getattr(self.lifecycle, schedule)(inst.id)
+        return changed
 
     def stop(self, caller: Caller, instance_id: str) -> Instance:
-        inst, changed = self._act(caller, instance_id, {"running": "stopping", "stopping": None, "stopped": None}, "stopped")
-        if changed:
-            self.lifecycle.stop(instance_id)
-        return inst
+        return self.change(caller, "stop", [instance_id])[0][0]
 
     def start(self, caller: Caller, instance_id: str) -> Instance:
-        inst, changed = self._act(caller, instance_id, {"stopped": "pending", "pending": None, "running": None}, "started")
-        if changed:
-            self.lifecycle.start(instance_id)
-        return inst
+        return self.change(caller, "start", [instance_id])[0][0]
 
     def reboot(self, caller: Caller, instance_id: str) -> Instance:
         self.get(caller, instance_id)
@@ -276,11 +294,7 @@ class Instances:
         return inst
 
     def terminate(self, caller: Caller, instance_id: str) -> Instance:
-        states = {s: "shutting-down" for s in ("pending", "running", "stopping", "stopped")}
-        inst, _ = self._act(caller, instance_id, states | {"shutting-down": None, "terminated": None}, "terminated")
-        if inst.state == "shutting-down":  # also retries a termination that failed part-way
-            self.lifecycle.terminate(instance_id)
-        return inst
+        return self.change(caller, "terminate", [instance_id])[0][0]
 
 
     # -- tags --------------------------------------------------------------------------

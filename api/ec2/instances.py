@@ -72,15 +72,6 @@ def _launch(req: LaunchRequest, min_count: int):
 
 # -- describe ------------------------------------------------------------------------------
 
-def _one(filters: dict, name: str) -> str | None:
-    values = filters.get(name)
-    if values is None:
-        return None
-    if len(values) > 1:
-        raise InvalidParameterValue(f"The filter '{name}' takes a single value on this service (got {len(values)})")
-    return values[0]
-
-
 def _states(filters: dict) -> set[str] | None:
     states = set(filters["instance-state-name"]) if "instance-state-name" in filters else None
     if "instance-state-code" in filters:
@@ -95,10 +86,9 @@ def _states(filters: dict) -> set[str] | None:
     return states
 
 
-def instance_filter(ids: list[str], filters: dict) -> tuple[InstanceFilter, str | None] | None:
-    """The core's filter for InstanceId.N and EC2 FILTERS, and the image version the
-    instances must have (an ami id is a name and a version; the core filters by name);
-    None when nothing can match."""
+def instance_filter(ids: list[str], filters: dict) -> InstanceFilter | None:
+    """The core's filter for InstanceId.N and EC2 FILTERS (an ami id stands for an image
+    name and version); None when nothing can match."""
     if "instance-id" in filters:
         wanted = filters["instance-id"]
         ids = [i for i in ids if i in wanted] if ids else list(wanted)
@@ -109,30 +99,25 @@ def instance_filter(ids: list[str], filters: dict) -> tuple[InstanceFilter, str 
         return None
     if "availability-zone" in filters and not matches(render.availability_zone(), filters["availability-zone"]):
         return None
-    image = version = None
-    if (ami := _one(filters, "image-id")) is not None:
-        found = [i for i in service().images.list() if render.image_ami_id(i) == ami]
-        if not found:
+    images = ()
+    if "image-id" in filters:
+        images = tuple((i.name, i.manifest.version) for i in service().images.list()
+                       if render.image_ami_id(i) in filters["image-id"])
+        if not images:
             return None
-        image, version = found[0].name, found[0].manifest.version
-    tags = []
-    for name in filters:
-        if name.startswith("tag:"):
-            tags.append((name[4:], _one(filters, name)))
-    if (key := _one(filters, "tag-key")) is not None:
-        tags.append((key, None))
-    flt = InstanceFilter(ids=tuple(ids), states=tuple(sorted(states or ())), size=_one(filters, "instance-type"),
-                         image=image, key_name=_one(filters, "key-name"), tags=tuple(tags))
-    return flt, version
+    tags = tuple((name[4:], tuple(values)) for name, values in filters.items() if name.startswith("tag:"))
+    return InstanceFilter(ids=tuple(ids), states=tuple(sorted(states or ())),
+                          sizes=tuple(filters.get("instance-type", ())), images=images,
+                          key_names=tuple(filters.get("key-name", ())), tags=tags,
+                          tag_keys=tuple(filters.get("tag-key", ())))
 
 
 def describe(ids: list[str], filters: dict, max_results: int | None, token: str | None):
     """(instances, next token) for DescribeInstances and DescribeInstanceStatus."""
     svc, who = service(), caller()
-    query = instance_filter(ids, filters)
-    if query is None:
+    flt = instance_filter(ids, filters)
+    if flt is None:
         return [], None
-    flt, version = query
     if max_results is not None:
         rows, token = svc.instances.describe(who, flt, max_results, token)
     else:  # EC2 answers everything when MaxResults is not given
@@ -142,8 +127,6 @@ def describe(ids: list[str], filters: dict, max_results: int | None, token: str 
             rows += batch
             if token is None:
                 break
-    if version is not None:
-        rows = [r for r in rows if r.image_version == version]
     return rows, token
 
 
@@ -241,18 +224,14 @@ def describe_instance_attribute(p: Params) -> dict:
 
 # -- state changes -------------------------------------------------------------------------
 
-def _change(p: Params, verb: str) -> dict:
+def _change(p: Params, action: str) -> dict:
     ids = p.strings("InstanceId", required=True)
     p.check_unknown()
-    svc, who = service(), caller()
-    before = {i: svc.instances.get(who, i).state for i in ids}
+    _check_ids(ids)
     p.finish()
-    items = []
-    for instance_id in ids:
-        inst = getattr(svc.instances, verb)(who, instance_id)
-        items.append({"instanceId": instance_id, "currentState": render.state(inst.state),
-                      "previousState": render.state(before[instance_id])})
-    return {"instancesSet": items}
+    changed = service().instances.change(caller(), action, ids)
+    return {"instancesSet": [{"instanceId": inst.id, "currentState": render.state(inst.state),
+                              "previousState": render.state(previous)} for inst, previous in changed]}
 
 
 @action("StopInstances")

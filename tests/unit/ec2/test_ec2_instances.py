@@ -287,8 +287,14 @@ def test_describe_instances_filters(ec2, ami, fleet):
     assert set(ids(ec2.describe_instances(InstanceIds=[a], Filters=[
         {"Name": "instance-id", "Values": [c]}]))) == set()
 
-    expect("InvalidParameterValue", 400, found, ("instance-type", "t3.micro", "t3.small"))
-    expect("InvalidParameterValue", 400, found, ("tag:env", "prod", "dev"))
+    # several values of one filter: any of them (OR); several filters: all of them (AND)
+    assert found(("instance-type", "t3.micro", "t3.small")) == {a, b, c}
+    assert found(("instance-type", "t3.small", "t3.nano")) == {b}
+    assert found(("tag:env", "prod", "dev")) == {a, b}
+    assert found(("tag:env", "prod", "dev"), ("tag:Name", "b", "c")) == {b}
+    assert found(("tag-key", "nope", "env")) == {a, b}
+    assert found(("key-name", "k1", "k2")) == {a}
+    assert found(("image-id", "ami-" + "0" * 17, ami)) == {a, b, c}
     expect("InvalidParameterValue", 400, found, ("instance-state-code", "sixteen"))
     assert "'vpc-id' is invalid" in expect("InvalidParameterValue", 400, found, ("vpc-id", "vpc-1"))
 
@@ -429,3 +435,20 @@ def test_wrong_credentials(endpoint, ec2):
     expect("AuthFailure", 401, wrong.run_instances, ImageId="ami-" + "0" * 17, InstanceType="t3.micro",
            MinCount=1, MaxCount=1)
     assert endpoint.service.instances.count() == 0
+
+
+def test_a_change_of_several_instances_is_all_or_nothing(ec2, fleet, wait_state):
+    a, b, c = fleet["a"], fleet["b"], fleet["c"]  # a, b running; c stopped
+    ec2.terminate_instances(InstanceIds=[c])
+    wait_state(c, "terminated")
+    # c cannot be stopped or started any more: neither a nor b changes
+    assert c in expect("IncorrectInstanceState", 400, ec2.stop_instances, InstanceIds=[a, b, c])
+    assert c in expect("IncorrectInstanceState", 400, ec2.start_instances, InstanceIds=[c, a])
+    missing = "i-" + "0" * 17
+    expect("InvalidInstanceID.NotFound", 400, ec2.stop_instances, InstanceIds=[a, missing])
+    states = {i["InstanceId"]: i["State"]["Name"] for r in ec2.describe_instances(InstanceIds=[a, b])["Reservations"]
+              for i in r["Instances"]}
+    assert states == {a: "running", b: "running"}
+    # all valid: every one changes, each with its own previous state
+    changed = ec2.stop_instances(InstanceIds=[a, b])["StoppingInstances"]
+    assert {(i["InstanceId"], i["PreviousState"]["Name"]) for i in changed} == {(a, "running"), (b, "running")}
