@@ -47,7 +47,8 @@ def create_app(config: Settings | dict | None = None, service: Service | None = 
 
     @app.get("/health")
     def health():
-        return {"status": "ok", "version": __version__}
+        # reconciled: the service has squared its store with libvirt and the disk since it started
+        return {"status": "ok", "version": __version__, "reconciled": service.reconciled.is_set()}
 
     logging.getLogger("computed").setLevel(logging.INFO)
     return app

@@ -43,6 +43,17 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrib: str) -
     return el
 
 
+def read_instance_element(xml: str) -> dict[str, str]:
+    """Our <metadata> element as libvirt's virDomainGetMetadata returns it, as a dict
+    (empty if unreadable)."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return {}
+    # libvirt may hand the element back with or without its namespace
+    return {child.tag.rpartition("}")[2]: child.text or "" for child in root}
+
+
 def build(spec: DomainSpec) -> str:
     dom = ET.Element("domain", {"type": spec.domain_type})
     _sub(dom, "name", spec.name)

@@ -69,6 +69,11 @@ class InsufficientInstanceCapacity(ComputedError):
     code, status = "InsufficientInstanceCapacity", 503
 
 
+class InstanceLimitExceeded(ComputedError):
+    """A launch that would take an account past one of its limits (instances, vCPUs, memory)."""
+    code, status = "InstanceLimitExceeded", 400
+
+
 class ServiceUnavailable(ComputedError):
     code, status = "ServiceUnavailable", 503
 

@@ -14,15 +14,16 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, delete, func, or_, select, true
+from sqlalchemy import and_, delete, func, or_, select, text, true
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from images.store import ImageStore
 
 from .db import Database
-from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, InstanceIdMalformed, InstanceNotFound,
-                     InsufficientInstanceCapacity, InvalidImageNotFound, InvalidKeyPairNotFound,
-                     InvalidParameterValue)
+from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, InstanceIdMalformed, InstanceLimitExceeded,
+                     InstanceNotFound, InsufficientInstanceCapacity, InvalidImageNotFound, InvalidKeyPairNotFound,
+                     InvalidParameterValue, ServiceUnavailable)
 from .accounts import Caller
 from .keypairs import KeyPairs
 from .lifecycle import USER_STOP, USER_TERMINATE, Lifecycle, set_state
@@ -30,7 +31,7 @@ from .clock import Clock
 from .models import Instance, Tag, UsageEvent
 from .provisioner import Provisioner, port_is_free
 from .settings import Settings
-from .sizes import SizeCatalog
+from .sizes import Size, SizeCatalog
 
 STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80}
 INSTANCE_ID = re.compile(r"i-[0-9a-f]{17}")
@@ -113,12 +114,16 @@ class Instances:
         self.images = images
         self.provisioner = provisioner
         self.lifecycle = lifecycle
+        self._host_size: tuple[int, int] | None = None
 
     # -- launch ------------------------------------------------------------------------
 
     def run(self, caller: Caller, req: LaunchRequest) -> tuple[list[Instance], bool]:
         """Create REQ's instances as pending and start launching them; (instances, created).
-        A client token already used with the same request returns that request's instances."""
+        A client token already used with the same request returns that request's instances.
+        The token, the account's limits and the host's room are checked in the transaction
+        that inserts, so concurrent launches can neither repeat a request nor together
+        exceed a limit."""
         if not 1 <= req.count <= MAX_COUNT:
             raise InvalidParameterValue(f"count must be between 1 and {MAX_COUNT}")
         if req.user_data is not None and len(req.user_data) > MAX_USER_DATA:
@@ -127,8 +132,10 @@ class Instances:
             raise InvalidParameterValue("client_token is 1 to 64 ASCII characters")
         check_tags(req.tags)
         fingerprint = req.fingerprint()
-        if req.client_token and (earlier := self._earlier(caller, req.client_token, fingerprint)):
-            return earlier, False
+        if req.client_token:  # a retry needs neither the write lock nor what it named to exist still
+            with self.db.reading() as s:
+                if earlier := self._earlier(s, caller, req.client_token, fingerprint):
+                    return earlier, False
         size = self.sizes.get(req.size)
         image = self.images.get(req.image)
         if image is None:
@@ -139,42 +146,96 @@ class Instances:
             key = self.keypairs.find(caller, req.key_name)
             if key is None:
                 raise InvalidKeyPairNotFound(f"the key pair {req.key_name!r} does not exist")
-        with self.db.session() as s:
-            ports = self._free_ports(s, req.count)
-            reservation = new_id("r")
-            now = self.clock.now()
-            created = []
-            for index, port in enumerate(ports):
-                instance_id = new_id("i")
-                inst = Instance(
-                    id=instance_id, reservation_id=reservation, owner=caller.account_id, launch_index=index,
-                    state="pending",
-                    size=size.name, vcpus=size.vcpus, memory_mib=size.memory_mib, disk_gib=size.disk_gib,
-                    price_per_hour=str(size.price_per_hour), currency=size.currency,
-                    image=image.name, image_version=image.manifest.version, image_path=str(image.path),
-                    key_name=key.name if key else None, public_key=key.public_key if key else None,
-                    user_data=req.user_data, client_token=req.client_token, request_hash=fingerprint,
-                    host_uri=self.provisioner.host.uri, domain_name=f"computed-{instance_id}",
-                    ssh_host=self.settings.ssh_host, ssh_port=port, ready_ssh=False, ready_engine=False,
-                    launch_time=now, state_changed_at=now,
-                    tags=[Tag(key=k, value=v) for k, v in sorted(req.tags.items())])
-                s.add(inst)
-                s.add(UsageEvent.of(inst))
-                created.append(inst)
+        host = self._host()
+        try:
+            with self.db.session() as s:
+                _one_launch_at_a_time(s)
+                if req.client_token and (earlier := self._earlier(s, caller, req.client_token, fingerprint)):
+                    return earlier, False
+                self._check_room(s, caller, size, req.count, host)
+                ports = self._free_ports(s, req.count)
+                reservation = new_id("r")
+                now = self.clock.now()
+                created = []
+                for index, port in enumerate(ports):
+                    instance_id = new_id("i")
+                    inst = Instance(
+                        id=instance_id, reservation_id=reservation, owner=caller.account_id, launch_index=index,
+                        state="pending",
+                        size=size.name, vcpus=size.vcpus, memory_mib=size.memory_mib, disk_gib=size.disk_gib,
+                        price_per_hour=str(size.price_per_hour), currency=size.currency,
+                        image=image.name, image_version=image.manifest.version, image_path=str(image.path),
+                        key_name=key.name if key else None, public_key=key.public_key if key else None,
+                        user_data=req.user_data, client_token=req.client_token, request_hash=fingerprint,
+                        host_uri=self.provisioner.host.uri, domain_name=f"computed-{instance_id}",
+                        ssh_host=self.settings.ssh_host, ssh_port=port, ready_ssh=False, ready_engine=False,
+                        launch_time=now, state_changed_at=now,
+                        tags=[Tag(key=k, value=v) for k, v in sorted(req.tags.items())])
+                    s.add(inst)
+                    s.add(UsageEvent.of(inst))
+                    created.append(inst)
+        except IntegrityError:
+            # (owner, client_token, launch_index) is unique: a database that lets writers run
+            # side by side refuses the loser of a race for one token, which answers the winner's
+            if req.client_token:
+                with self.db.reading() as s:
+                    if earlier := self._earlier(s, caller, req.client_token, fingerprint):
+                        return earlier, False
+            raise
         for inst in created:
             self.lifecycle.launch(inst.id)
         return created, True
 
-    def _earlier(self, caller: Caller, token: str, fingerprint: str) -> list[Instance]:
+    def _earlier(self, s: Session, caller: Caller, token: str, fingerprint: str) -> list[Instance]:
         """The instances of an earlier request of this account with this client token (as
         EC2: the same token and parameters are the same request)."""
-        with self.db.reading() as s:
-            earlier = list(s.scalars(select(Instance).where(Instance.owner == caller.account_id,
-                                                            Instance.client_token == token)
-                                     .order_by(Instance.launch_index)))
+        earlier = list(s.scalars(select(Instance).where(Instance.owner == caller.account_id,
+                                                        Instance.client_token == token)
+                                 .order_by(Instance.launch_index)))
         if earlier and earlier[0].request_hash != fingerprint:
             raise IdempotentParameterMismatch("this client_token was used with other parameters; use a new token")
         return earlier
+
+    def _host(self) -> tuple[int, int] | None:
+        """The libvirt host's (CPUs, memory MiB), asked once; None while it cannot be reached
+        (a launch there fails in the background, as it always has)."""
+        if self._host_size is None:
+            try:
+                _, memory_mib, cpus, *_ = self.provisioner.host.conn().getInfo()
+            except ServiceUnavailable:
+                return None
+            self._host_size = (cpus, memory_mib)
+        return self._host_size
+
+    def _check_room(self, s: Session, caller: Caller, size: Size, count: int, host: tuple[int, int] | None) -> None:
+        """COUNT instances of SIZE fit the account's limits (else InstanceLimitExceeded) and
+        the host's CPUs and memory times their overcommit ratios (else
+        InsufficientInstanceCapacity). Every instance not terminated counts: a stopped one
+        keeps its place, so starting it again never lacks room."""
+        def in_use(*where) -> tuple[int, int, int]:
+            return tuple(s.execute(select(func.count(), func.coalesce(func.sum(Instance.vcpus), 0),
+                                          func.coalesce(func.sum(Instance.memory_mib), 0))
+                                   .where(Instance.state != "terminated", *where)).one())
+
+        wanted = (count, size.vcpus * count, size.memory_mib * count)
+        limits = (self.settings.account_max_instances, self.settings.account_max_vcpus,
+                  self.settings.account_max_memory_mib)
+        for what, limit, used, more in zip(("instances", "vCPUs", "MiB of memory"), limits,
+                                           in_use(Instance.owner == caller.account_id), wanted):
+            if limit is not None and used + more > limit:
+                raise InstanceLimitExceeded(f"the account's limit is {limit} {what}: {used} in use, {more} requested "
+                                            "(instances count until they are terminated)")
+        if host is None:
+            return
+        _, vcpus, memory_mib = in_use(Instance.host_uri == self.provisioner.host.uri)
+        for what, have, ratio, used, more in (("vCPUs", host[0], self.settings.cpu_overcommit, vcpus, wanted[1]),
+                                              ("MiB of memory", host[1], self.settings.memory_overcommit,
+                                               memory_mib, wanted[2])):
+            room = int(have * ratio)
+            if used + more > room:
+                raise InsufficientInstanceCapacity(
+                    f"the host has room for {room} {what} ({have} times the overcommit ratio {ratio:g}): "
+                    f"{used} in use, {more} requested")
 
     def _free_ports(self, s: Session, count: int) -> list[int]:
         low, high = self.settings.ssh_ports
@@ -348,6 +409,13 @@ class Instances:
             q = q.where(Tag.value.in_(values))
         with self.db.reading() as s:
             return [tuple(row) for row in s.execute(q.order_by(Tag.instance_id, Tag.key))]
+
+
+def _one_launch_at_a_time(s: Session) -> None:
+    """SQLite's BEGIN IMMEDIATE lets one writer in at a time already; PostgreSQL lets a
+    launch check and insert alone by locking the instances table against other writers."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("LOCK TABLE instances IN SHARE ROW EXCLUSIVE MODE"))
 
 
 def check_instance_id(instance_id: str) -> str:

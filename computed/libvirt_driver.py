@@ -27,6 +27,39 @@ STATES = {
 
 libvirt.registerErrorHandler(lambda ctx, err: None, None)  # errors arrive as exceptions
 
+#: lifecycle events (virDomainEventType) that mean the guest stopped by itself, with
+#: the details that say how; a stop or destroy the service asks for is told apart by the
+#: instance's own state (stopping, shutting-down), not here
+STOPPED_DETAILS = {
+    libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN: "shutdown", libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED: "destroyed",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED: "crashed", libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED: "failed",
+}
+DOMAIN_PREFIX = "computed-"
+
+_events_lock = threading.Lock()
+_events_started = False
+
+
+def _start_event_loop() -> None:
+    """libvirt's default event loop, once per process, in a thread of its own. It must be
+    registered before a connection opens for that connection to deliver events."""
+    global _events_started
+    with _events_lock:
+        if _events_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def loop():
+            while True:
+                try:
+                    libvirt.virEventRunDefaultImpl()
+                except Exception:  # never let the loop die
+                    log.exception("libvirt event loop")
+                    time.sleep(1)
+
+        threading.Thread(target=loop, name="libvirt-events", daemon=True).start()
+        _events_started = True
+
 
 class LibvirtHost:
     def __init__(self, uri: str):
@@ -34,6 +67,11 @@ class LibvirtHost:
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.RLock()
         self._domain_type: str | None = None
+        #: called with (instance id, how) when a guest stops by itself
+        self.on_guest_stopped = None
+        #: connections opened so far: more than one means the service reconnected
+        self.connections = 0
+        _start_event_loop()
 
     # -- connection ----------------------------------------------------------------------
 
@@ -47,10 +85,33 @@ class LibvirtHost:
                     pass
                 self._conn = None
             try:
-                self._conn = libvirt.open(self.uri)
+                conn = libvirt.open(self.uri)
             except libvirt.libvirtError as e:
                 raise ServiceUnavailable(f"the libvirt host {self.uri} cannot be reached: {e.get_error_message()}") from None
+            try:
+                if not self.uri.startswith("test:"):
+                    conn.setKeepAlive(5, 3)  # a dead libvirtd is noticed within ~20 s
+                conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle_event, None)
+            except libvirt.libvirtError as e:
+                log.warning("libvirt events on %s are not available: %s", self.uri, e.get_error_message())
+            self._conn = conn
+            self.connections += 1
+            if self.connections > 1:
+                log.info("reconnected to libvirt at %s", self.uri)
             return self._conn
+
+    def _lifecycle_event(self, conn, dom, event: int, detail: int, opaque) -> None:
+        try:
+            name = dom.name()
+            how = None
+            if event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
+                how = STOPPED_DETAILS.get(detail)
+            elif event == libvirt.VIR_DOMAIN_EVENT_CRASHED:
+                how = "crashed"
+            if how and name.startswith(DOMAIN_PREFIX) and self.on_guest_stopped is not None:
+                self.on_guest_stopped(name.removeprefix(DOMAIN_PREFIX), how)
+        except Exception:  # an event handler must never break libvirt's loop
+            log.exception("handling a libvirt event")
 
     def close(self) -> None:
         with self._lock:
@@ -113,6 +174,26 @@ class LibvirtHost:
         if dom is None:
             return None
         return STATES.get(dom.state()[0], "nostate")
+
+    def our_domains(self, store: str) -> dict[str, tuple[str, str]]:
+        """Instance id -> (domain name, state) of every domain carrying our metadata for
+        STORE (another service's domains on the same host are not ours). Raises
+        ServiceUnavailable rather than answer with a partial list."""
+        found = {}
+        try:
+            for dom in self.conn().listAllDomains():
+                try:
+                    meta = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, domain_xml.METADATA_NS)
+                except libvirt.libvirtError as e:
+                    if e.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN_METADATA, libvirt.VIR_ERR_NO_DOMAIN):
+                        continue  # not ours, or gone meanwhile
+                    raise
+                meta = domain_xml.read_instance_element(meta)
+                if meta.get("id") and meta.get("store") == store:
+                    found[meta["id"]] = (dom.name(), STATES.get(dom.state()[0], "nostate"))
+        except libvirt.libvirtError as e:
+            raise ServiceUnavailable(f"listing the domains of {self.uri} failed: {e.get_error_message()}") from None
+        return found
 
     def wait_for_state(self, name: str, wanted: str, timeout: float, interval: float = 0.5) -> bool:
         deadline = time.monotonic() + timeout

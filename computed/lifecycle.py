@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 USER_STOP = ("Client.UserInitiatedShutdown", "User initiated shutdown")
 USER_TERMINATE = ("Client.UserInitiatedShutdown", "User initiated shutdown")
+SELF_SHUTDOWN = ("Client.InstanceInitiatedShutdown", "Instance initiated shutdown")
+CRASHED = ("Server.InternalError", "the guest crashed")
 
 
 def set_state(inst: Instance, state: str, reason: tuple[str, str] | None, now: dt.datetime) -> None:
@@ -40,6 +42,7 @@ def set_state(inst: Instance, state: str, reason: tuple[str, str] | None, now: d
 
 class Lifecycle:
     def __init__(self, settings: Settings, db: Database, provisioner: Provisioner, worker: Worker, clock: Clock):
+        self.faults = provisioner.faults
         self.clock = clock
         self.settings = settings
         self.db = db
@@ -80,6 +83,22 @@ class Lifecycle:
     def terminate(self, instance_id: str, reason: tuple[str, str] = USER_TERMINATE) -> None:
         self.worker.submit(instance_id, lambda: self._terminate(instance_id, reason), f"terminate {instance_id}")
 
+    def readiness(self, instance_id: str) -> None:
+        self.worker.submit(instance_id, lambda: self._readiness(instance_id, first_boot=False),
+                           f"readiness of {instance_id}")
+
+    def guest_stopped(self, instance_id: str, reason: tuple[str, str]) -> None:
+        """libvirt says the guest stopped by itself (powered off, crashed): a running
+        instance becomes stopped now, and its billing stops now. Work in flight owns its
+        instance (a first boot that powers off is a failed launch), so it is left alone."""
+        if self.worker.busy(instance_id):
+            return
+        try:
+            self.worker.submit(instance_id, lambda: self._guest_stopped(instance_id, reason),
+                               f"{instance_id} stopped by itself")
+        except RuntimeError:  # the service is shutting down; the next start reconciles it
+            pass
+
     # -- the work ----------------------------------------------------------------------
 
     def _launch(self, instance_id: str) -> None:
@@ -87,6 +106,7 @@ class Lifecycle:
             inst = self._load(instance_id)
             if inst is None or inst.state != "pending":
                 return
+            self.faults.point("launch.committed")
             undo = Undo()
             try:
                 self.provisioner.create(inst, undo)
@@ -104,8 +124,10 @@ class Lifecycle:
             inst = self._load(instance_id)
             if inst is None or inst.state != "pending":
                 return
+            self.faults.point("start.committed")
             try:
                 self.provisioner.start(inst)
+                self.faults.point("start.started")
             except Exception as e:
                 log.warning("start of %s failed: %s", instance_id, e)
                 self._move(instance_id, "pending", "stopped", ("Server.InternalError", f"start failed: {e}"))
@@ -118,7 +140,9 @@ class Lifecycle:
             inst = self._load(instance_id)
             if inst is None or inst.state != "stopping":
                 return
+            self.faults.point("stop.committed")
             self.provisioner.stop(inst)
+            self.faults.point("stop.off")
             self._move(instance_id, "stopping", "stopped", USER_STOP)
 
     def _reboot(self, instance_id: str) -> None:
@@ -135,6 +159,7 @@ class Lifecycle:
             inst = self._load(instance_id)
             if inst is None or inst.state == "terminated":
                 return
+            self.faults.point("terminate.committed")
             try:
                 self.provisioner.destroy(inst)
             except Exception as e:
@@ -146,6 +171,14 @@ class Lifecycle:
                                                                          f"termination failed, retry it: {e}")
                 return
             self._end(instance_id, reason)
+
+    def _guest_stopped(self, instance_id: str, reason: tuple[str, str]) -> None:
+        with self.worker.lock(instance_id):
+            inst = self._load(instance_id)
+            if inst is None or inst.state != "running" or not self.provisioner.is_off(inst):
+                return
+            log.info("%s stopped by itself: %s", instance_id, reason[1])
+            self._move(instance_id, "running", "stopped", reason)
 
     def _end(self, instance_id: str, reason: tuple[str, str]) -> None:
         with self.db.session() as s:

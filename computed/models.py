@@ -120,7 +120,9 @@ class Instance(Base):
     tags: Mapped[list[Tag]] = relationship(back_populates="instance", cascade="all, delete-orphan",
                                            lazy="selectin", order_by="Tag.key")
 
-    __table_args__ = (UniqueConstraint("host_uri", "ssh_host", "ssh_port", name="uq_instances_ssh_endpoint"),)
+    __table_args__ = (UniqueConstraint("host_uri", "ssh_host", "ssh_port", name="uq_instances_ssh_endpoint"),
+                      # a client token names one request: its instances, one per launch index
+                      UniqueConstraint("owner", "client_token", "launch_index", name="uq_instances_client_token"))
 
 
 class UsageEvent(Base):

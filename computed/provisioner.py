@@ -5,6 +5,7 @@ domain. A launch that fails part-way undoes the steps it completed, last first."
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import shutil
 import socket
@@ -14,10 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 from images.manifest import Manifest, ManifestError
 from images.store import StoredImage
 
 from . import cloudinit, domain_xml, ssh
+from .faults import Faults
 from .libvirt_driver import LibvirtHost
 from .management_key import ManagementKey
 from .models import Instance
@@ -70,10 +74,12 @@ class Undo:
 
 
 class Provisioner:
-    def __init__(self, settings: Settings, host: LibvirtHost, key: ManagementKey):
+    def __init__(self, settings: Settings, host: LibvirtHost, key: ManagementKey, faults: Faults | None = None):
         self.settings = settings
         self.host = host
         self.key = key
+        self.faults = faults or Faults()
+        self.store = store_id(settings.database_url)
 
     def files(self, instance_id: str) -> InstanceFiles:
         return InstanceFiles(self.settings.instances_dir / instance_id)
@@ -102,10 +108,13 @@ class Provisioner:
         files.root.mkdir(parents=True, exist_ok=False)
         undo.push("instance directory", lambda: shutil.rmtree(files.root, ignore_errors=True))
         files.root.chmod(0o755)
+        self.faults.point("launch.directory")
         self._overlay(image, files.disk, inst.disk_gib)
+        self.faults.point("launch.disk")
         keys = [k for k in (inst.public_key, self.key.public_openssh) if k]
         cloudinit.write_seed(files.seed, cloudinit.meta_data(inst.id, inst.id, keys), inst.user_data or b"")
         files.console.touch()
+        self.faults.point("launch.seed")
         domain_type = self.host.domain_type(self.settings.domain_type, image.artifact_path("kernel"),
                                             image.artifact_path("initrd"), self.settings.instances_dir / ".probe")
         spec = domain_xml.DomainSpec(
@@ -113,11 +122,13 @@ class Provisioner:
             kernel=str(image.artifact_path("kernel")), initrd=str(image.artifact_path("initrd")),
             cmdline=image.manifest.kernel_cmdline, disk=str(files.disk), seed=str(files.seed),
             console_log=str(files.console), ssh_host=inst.ssh_host, ssh_port=inst.ssh_port,
-            metadata={"id": inst.id, "owner": "default", "size": inst.size, "image": inst.image,
+            metadata={"id": inst.id, "store": self.store, "owner": inst.owner, "size": inst.size, "image": inst.image,
                       "image-version": inst.image_version, "reservation": inst.reservation_id})
         self.host.define(domain_xml.build(spec))
         undo.push("domain", lambda: self.remove_domain(inst.domain_name))
+        self.faults.point("launch.defined")
         self.host.start(inst.domain_name)
+        self.faults.point("launch.started")
 
     def _overlay(self, image: StoredImage, dest: Path, disk_gib: int) -> None:
         base = image.artifact_path("disk")
@@ -157,7 +168,9 @@ class Provisioner:
     def destroy(self, inst: Instance) -> None:
         """Everything the instance had on its host: domain, disk, seed, console log."""
         self.remove_domain(inst.domain_name)
+        self.faults.point("terminate.domain")
         shutil.rmtree(self.files(inst.id).root, ignore_errors=True)
+        self.faults.point("terminate.files")
 
     # -- readiness -------------------------------------------------------------------------
 
@@ -192,6 +205,13 @@ class Provisioner:
                 return f.read().decode("utf-8", "replace")
         except FileNotFoundError:
             return ""
+
+
+def store_id(database_url: str) -> str:
+    """Which store a domain belongs to (in its metadata), so that services sharing one
+    libvirt host never take each other's domains for orphans."""
+    shown = make_url(database_url).render_as_string(hide_password=True)
+    return hashlib.sha256(shown.encode()).hexdigest()[:16]
 
 
 def port_is_free(host: str, port: int) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from images.store import ImageStore
 
@@ -12,12 +13,15 @@ from .accounts import KEY_FILE, Accounts
 from .billing import Billing
 from .clock import Clock
 from .db import Database
+from .faults import Faults
 from .instances import Instances
 from .keypairs import KeyPairs
 from .libvirt_driver import LibvirtHost
-from .lifecycle import Lifecycle
+from .errors import ServiceUnavailable
+from .lifecycle import CRASHED, SELF_SHUTDOWN, Lifecycle
 from .management_key import ManagementKey
 from .provisioner import Provisioner
+from .reconcile import Reconciler
 from .secret_box import SecretBox
 from .settings import Settings
 from .sizes import SizeCatalog
@@ -26,6 +30,8 @@ from .worker import Worker
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL = 60.0
+HOUSEKEEPING_TICK = 2.0
+DESTROYED_OUTSIDE = ("Server.InternalError", "the domain was destroyed outside the service")
 
 
 class Service:
@@ -40,22 +46,52 @@ class Service:
         self.keypairs = KeyPairs(self.db)
         self.host = LibvirtHost(settings.libvirt_uri)
         self.management_key = ManagementKey(settings.var_dir / "management" / "id_ed25519")
-        self.provisioner = Provisioner(settings, self.host, self.management_key)
+        self.provisioner = Provisioner(settings, self.host, self.management_key, Faults(settings.fault_points))
         self.worker = Worker(settings.workers)
         self.lifecycle = Lifecycle(settings, self.db, self.provisioner, self.worker, self.clock)
         self.instances = Instances(settings, self.db, self.sizes, self.keypairs, self.images,
                                    self.provisioner, self.lifecycle, self.clock)
         self.billing = Billing(self.db, settings.billing_policy, self.clock)
+        self.reconciler = Reconciler(settings, self.db, self.provisioner, self.lifecycle, self.worker, self.clock,
+                                     started=self.clock.now())
+        #: set once the first reconciliation (of what the last run of the service left) is done
+        self.reconciled = threading.Event()
+        self.host.on_guest_stopped = self._guest_stopped
         self._stop = threading.Event()
-        self._purger = threading.Thread(target=self._purge_loop, name="computed-purge", daemon=True)
-        self._purger.start()
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="computed-housekeeping", daemon=True)
+        self._housekeeper.start()
 
-    def _purge_loop(self) -> None:
-        while not self._stop.wait(PURGE_INTERVAL):
-            try:
-                self.instances.purge()
-            except Exception:
-                log.exception("purging terminated instances failed")
+    def _guest_stopped(self, instance_id: str, how: str) -> None:
+        reason = {"shutdown": SELF_SHUTDOWN, "destroyed": DESTROYED_OUTSIDE}.get(how, CRASHED)
+        self.lifecycle.guest_stopped(instance_id, reason)
+
+    def _housekeeping(self) -> None:
+        """Reconciliation at start (retried until libvirt answers), then every
+        reconcile_interval and right after a reconnection to libvirt; purging every minute."""
+        next_reconcile = next_purge = time.monotonic()
+        connections = None
+        while True:
+            now = time.monotonic()
+            if now >= next_reconcile or (self.reconciled.is_set() and self.host.connections != connections):
+                try:
+                    self.reconciler.run(at_start=not self.reconciled.is_set())
+                    self.reconciled.set()
+                    next_reconcile = now + self.settings.reconcile_interval
+                except ServiceUnavailable as e:
+                    log.warning("reconciliation waits for libvirt: %s", e.message)
+                    next_reconcile = now + HOUSEKEEPING_TICK
+                except Exception:
+                    log.exception("reconciliation failed")
+                    next_reconcile = now + self.settings.reconcile_interval
+                connections = self.host.connections
+            if now >= next_purge:
+                try:
+                    self.instances.purge()
+                except Exception:
+                    log.exception("purging terminated instances failed")
+                next_purge = now + PURGE_INTERVAL
+            if self._stop.wait(HOUSEKEEPING_TICK):
+                return
 
     def close(self) -> None:
         self._stop.set()

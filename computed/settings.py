@@ -65,6 +65,22 @@ def _port(value) -> int:
     return number
 
 
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in str(value).split(",") if part.strip())
+
+
+def _ratio(value) -> float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a positive number such as 1.5") from None
+    if not 0 < number < float("inf"):
+        raise ValueError("must be a positive number such as 1.5")
+    return number
+
+
 def _name(value: str) -> str:
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", value):
         raise ValueError("must be lower-case letters, digits and dashes (like us-east-1)")
@@ -103,6 +119,16 @@ SETTINGS = (
     Setting("workers", "instances", "workers", "COMPUTED_WORKERS", 4, _positive),
     Setting("billing_policy", "billing", "policy", "COMPUTED_BILLING_POLICY", "hourly",
             _choice("hourly", "per-second")),
+    Setting("account_max_instances", "limits", "account_max_instances", "COMPUTED_ACCOUNT_MAX_INSTANCES", 20,
+            _positive),
+    Setting("account_max_vcpus", "limits", "account_max_vcpus", "COMPUTED_ACCOUNT_MAX_VCPUS", None, _positive),
+    Setting("account_max_memory_mib", "limits", "account_max_memory_mib", "COMPUTED_ACCOUNT_MAX_MEMORY_MIB", None,
+            _positive),
+    Setting("cpu_overcommit", "limits", "cpu_overcommit", "COMPUTED_CPU_OVERCOMMIT", 4.0, _ratio),
+    Setting("memory_overcommit", "limits", "memory_overcommit", "COMPUTED_MEMORY_OVERCOMMIT", 1.0, _ratio),
+    Setting("reconcile_interval", "instances", "reconcile_interval_seconds", "COMPUTED_RECONCILE_INTERVAL", 60,
+            _positive),
+    Setting("fault_points", "testing", "fault_points", "COMPUTED_FAULT_POINTS", (), _names),
     Setting("region", "api", "region", "COMPUTED_REGION", "computed-1", _name),
     Setting("availability_zone", "api", "availability_zone", "COMPUTED_AVAILABILITY_ZONE", "computed-1a", _name),
     Setting("api_host", "api", "host", "COMPUTED_API_HOST", "127.0.0.1"),
@@ -146,6 +172,17 @@ class Settings:
     workers: int = 4
     #: hourly (each started instance-hour) | per-second (60-second minimum per start)
     billing_policy: str = "hourly"
+    #: what one account may have that is not terminated (None: no limit)
+    account_max_instances: int | None = 20
+    account_max_vcpus: int | None = None
+    account_max_memory_mib: int | None = None
+    #: the libvirt host's CPUs and memory times these are what its instances may have
+    cpu_overcommit: float = 4.0
+    memory_overcommit: float = 1.0
+    #: how often the store is compared with libvirt and the disk (and at start), in seconds
+    reconcile_interval: int = 60
+    #: crash tests only: named points where the service kills itself (computed/faults.py)
+    fault_points: tuple[str, ...] = ()
     #: the one region and availability zone the EC2 API reports (SigV4 signs with the region)
     region: str = "computed-1"
     availability_zone: str = "computed-1a"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -19,6 +19,7 @@ class Worker:
         self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
         self._futures: set[Future] = set()
+        self._active: Counter[str] = Counter()  # key -> work queued or running
 
     def lock(self, key: str) -> threading.Lock:
         with self._guard:
@@ -30,8 +31,22 @@ class Worker:
                 fn()
             except Exception:
                 log.exception("%s failed", description)
+            finally:
+                with self._guard:
+                    self._active[key] -= 1
+                    if self._active[key] <= 0:
+                        del self._active[key]
 
-        future = self._pool.submit(run)
+        with self._guard:
+            self._active[key] += 1
+        try:
+            future = self._pool.submit(run)
+        except RuntimeError:  # shut down
+            with self._guard:
+                self._active[key] -= 1
+                if self._active[key] <= 0:
+                    del self._active[key]
+            raise
         with self._guard:
             self._futures.add(future)
         future.add_done_callback(lambda f: self._discard(f))
@@ -40,6 +55,11 @@ class Worker:
     def _discard(self, future: Future) -> None:
         with self._guard:
             self._futures.discard(future)
+
+    def busy(self, key: str) -> bool:
+        """Whether work for KEY is queued or running."""
+        with self._guard:
+            return self._active.get(key, 0) > 0
 
     def idle(self, timeout: float | None = None) -> bool:
         """Wait until no work is queued or running (tests use this)."""

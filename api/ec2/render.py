@@ -21,11 +21,11 @@ ARCHITECTURES = {"amd64": "x86_64", "arm64": "arm64", "i386": "i386"}
 
 
 def region() -> str:
-    return getattr(settings(), "region", "computed-1")
+    return settings().region
 
 
 def availability_zone() -> str:
-    return getattr(settings(), "availability_zone", "computed-1a")
+    return settings().availability_zone
 
 
 def ami_id(name: str, version: str) -> str:

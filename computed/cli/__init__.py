@@ -8,6 +8,7 @@ from computed import __version__
 from computed.settings import Settings, SettingsError
 
 from .account import account
+from .backup import backup
 from .image import image
 from .instances import console, launch, ls, reboot, show, start, stop, terminate
 from .keypairs import keypair
@@ -42,6 +43,7 @@ cli.add_command(console)
 cli.add_command(ssh)
 cli.add_command(exec_)
 cli.add_command(report)
+cli.add_command(backup)
 
 
 def main() -> None:

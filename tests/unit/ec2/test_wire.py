@@ -215,14 +215,6 @@ def test_describe_availability_zones(lite):
     error(call(lite, "DescribeAvailabilityZones", ZoneId__1="use1-az1"), 400, "InvalidParameterValue")
 
 
-def test_region_and_zone_fall_back_to_defaults_without_the_settings(lite):
-    svc = lite.application.extensions["computed"]
-    del svc.settings.region, svc.settings.availability_zone
-    root = ok(call(lite, "DescribeAvailabilityZones"), "DescribeAvailabilityZones")
-    assert root.find(f"{NS}availabilityZoneInfo/{NS}item/{NS}zoneName").text == "computed-1a"
-    assert root.find(f"{NS}availabilityZoneInfo/{NS}item/{NS}regionName").text == "computed-1"
-
-
 # -- DescribeInstanceTypes ---------------------------------------------------------------------
 
 def type_names(root) -> list[str]:

@@ -1,0 +1,146 @@
+"""Reconciliation: the store, libvirt and the disk brought back into agreement, at start
+(after a crash, nothing is in flight, so every transitional state was interrupted) and
+periodically (a setting), as Nova's periodic tasks do.
+
+- A domain carrying our metadata whose instance is gone or terminated is destroyed and
+  undefined; a directory under the instances directory with no live instance is removed.
+- An instance whose domain vanished is ended (terminated) with a state reason; billing
+  closes at the time of detection, since the event that ends it is written then.
+- A running instance whose guest is off (it powered itself off, or crashed, while nobody
+  was looking) becomes stopped with the reason.
+- An interrupted launch, start, stop or terminate is completed or rolled back: a launch
+  whose domain runs is completed; any other launch is rolled back (its domain and files
+  removed) and begins again; a start, stop or terminate is carried out again (each step is
+  idempotent).
+
+Work in flight (the worker's) is never touched; in a periodic pass an instance must also
+have been in its state for a grace period, so a request committed a moment ago and not yet
+handed to the worker is left alone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from .clock import Clock
+from .db import Database
+from .instances import INSTANCE_ID
+from .lifecycle import CRASHED, SELF_SHUTDOWN, Lifecycle, set_state
+from .models import Instance, UsageEvent
+from .provisioner import Provisioner
+from .settings import Settings
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+LIVE = ("pending", "running", "stopping", "stopped", "shutting-down")
+VANISHED = ("Server.InternalError", "the instance's domain disappeared from its host")
+GRACE = dt.timedelta(seconds=60)
+
+
+@dataclass
+class Findings:
+    orphan_domains: list[str] = field(default_factory=list)
+    orphan_files: list[str] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
+    powered_off: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return any((self.orphan_domains, self.orphan_files, self.vanished, self.powered_off, self.resumed))
+
+
+class Reconciler:
+    def __init__(self, settings: Settings, db: Database, provisioner: Provisioner, lifecycle: Lifecycle,
+                 worker: Worker, clock: Clock, started: dt.datetime):
+        #: when this process started: what changed since is its own to finish
+        self.started = started
+        self.settings = settings
+        self.db = db
+        self.provisioner = provisioner
+        self.host = provisioner.host
+        self.lifecycle = lifecycle
+        self.worker = worker
+        self.clock = clock
+
+    def run(self, at_start: bool = False) -> Findings:
+        """One pass. Raises ServiceUnavailable (changing nothing) if libvirt cannot be asked."""
+        found = Findings()
+        domains = self.host.our_domains(self.provisioner.store)
+        with self.db.reading() as s:
+            live = {i.id: i for i in s.scalars(select(Instance).where(Instance.host_uri == self.host.uri,
+                                                                       Instance.state.in_(LIVE)))}
+            ever_ran = set(s.scalars(select(UsageEvent.instance_id).where(
+                UsageEvent.instance_id.in_(list(live)), UsageEvent.state == "running").distinct()))
+        for instance_id, (name, _) in domains.items():
+            if instance_id not in live and not self.worker.busy(instance_id) and not self._exists_live(instance_id):
+                self.provisioner.remove_domain(name)
+                found.orphan_domains.append(name)
+        root = self.settings.instances_dir
+        for path in sorted(root.iterdir()) if root.is_dir() else ():
+            if (INSTANCE_ID.fullmatch(path.name) and path.is_dir() and path.name not in live
+                    and not self.worker.busy(path.name) and not self._exists_live(path.name)):
+                shutil.rmtree(path, ignore_errors=True)
+                found.orphan_files.append(path.name)
+        cutoff = self.started if at_start else self.clock.now() - GRACE
+        for instance_id, inst in live.items():
+            if self.worker.busy(instance_id) or inst.state_changed_at >= cutoff:
+                continue
+            lock = self.worker.lock(instance_id)
+            if not lock.acquire(blocking=False):
+                continue
+            try:
+                self._instance(instance_id, domains.get(instance_id, (None, None))[1], instance_id in ever_ran,
+                               at_start, found)
+            finally:
+                lock.release()
+        if found:
+            log.warning("reconciled: %s", found)
+        return found
+
+    def _exists_live(self, instance_id: str) -> bool:
+        """Asked again at the moment of removing: a launch may have begun since the pass began."""
+        with self.db.reading() as s:
+            inst = s.get(Instance, instance_id)
+            return inst is not None and inst.state in LIVE
+
+    def _instance(self, instance_id: str, domain: str | None, ran_before: bool, at_start: bool,
+                  found: Findings) -> None:
+        with self.db.session() as s:
+            inst = s.get(Instance, instance_id)
+            if inst is None or inst.state not in LIVE:
+                return
+            state, now = inst.state, self.clock.now()
+            launching = state == "pending" and not ran_before
+            if domain is None and not launching and state != "shutting-down":
+                set_state(inst, "terminated", VANISHED, now)
+                found.vanished.append(instance_id)
+                return
+            if state == "running" and domain in ("shutoff", "crashed"):
+                set_state(inst, "stopped", CRASHED if domain == "crashed" else SELF_SHUTDOWN, now)
+                found.powered_off.append(instance_id)
+                return
+            if launching and domain == "running":  # launched, but the store never heard
+                set_state(inst, "running", None, now)
+                found.resumed.append(instance_id)
+                self.lifecycle.readiness(instance_id)
+                return
+            if state == "running" and at_start and not inst.ready_ssh:  # its readiness check was cut short
+                self.lifecycle.readiness(instance_id)
+                return
+        if state == "pending" and launching:
+            self.provisioner.destroy(inst)  # whatever the interrupted launch left
+            self.lifecycle.launch(instance_id)
+        elif state == "pending":
+            self.lifecycle.start(instance_id)
+        elif state == "stopping":
+            self.lifecycle.stop(instance_id)
+        elif state == "shutting-down":
+            self.lifecycle.terminate(instance_id)
+        else:
+            return
+        found.resumed.append(instance_id)
