@@ -3,6 +3,7 @@ thread), over libvirtd (qemu:///system) and the images built by the project."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
@@ -60,6 +61,12 @@ class RunningService:
         self.server.task_dispatcher.shutdown()  # else its threads outlive the socket
         self.server.close()
         self.service.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def domain_names() -> set[str]:
