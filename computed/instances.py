@@ -23,7 +23,7 @@ from images.store import ImageStore
 from .db import Database
 from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, InstanceIdMalformed, InstanceLimitExceeded,
                      InstanceNotFound, InsufficientInstanceCapacity, InvalidImageNotFound, InvalidKeyPairNotFound,
-                     InvalidParameterValue, ServiceUnavailable)
+                     InvalidParameterValue)
 from .accounts import Caller
 from .keypairs import KeyPairs
 from .lifecycle import USER_STOP, USER_TERMINATE, Lifecycle, set_state
@@ -146,6 +146,7 @@ class Instances:
             key = self.keypairs.find(caller, req.key_name)
             if key is None:
                 raise InvalidKeyPairNotFound(f"the key pair {req.key_name!r} does not exist")
+        self.provisioner.host.ping()  # ServiceUnavailable (503) while libvirt cannot be reached
         host = self._host()
         try:
             with self.db.session() as s:
@@ -196,18 +197,15 @@ class Instances:
             raise IdempotentParameterMismatch("this client_token was used with other parameters; use a new token")
         return earlier
 
-    def _host(self) -> tuple[int, int] | None:
-        """The libvirt host's (CPUs, memory MiB), asked once; None while it cannot be reached
-        (a launch there fails in the background, as it always has)."""
+    def _host(self) -> tuple[int, int]:
+        """The libvirt host's (CPUs, memory MiB), asked once (ServiceUnavailable while it
+        cannot be reached)."""
         if self._host_size is None:
-            try:
-                _, memory_mib, cpus, *_ = self.provisioner.host.conn().getInfo()
-            except ServiceUnavailable:
-                return None
+            _, memory_mib, cpus, *_ = self.provisioner.host.conn().getInfo()
             self._host_size = (cpus, memory_mib)
         return self._host_size
 
-    def _check_room(self, s: Session, caller: Caller, size: Size, count: int, host: tuple[int, int] | None) -> None:
+    def _check_room(self, s: Session, caller: Caller, size: Size, count: int, host: tuple[int, int]) -> None:
         """COUNT instances of SIZE fit the account's limits (else InstanceLimitExceeded) and
         the host's CPUs and memory times their overcommit ratios (else
         InsufficientInstanceCapacity). Every instance not terminated counts: a stopped one
@@ -225,8 +223,6 @@ class Instances:
             if limit is not None and used + more > limit:
                 raise InstanceLimitExceeded(f"the account's limit is {limit} {what}: {used} in use, {more} requested "
                                             "(instances count until they are terminated)")
-        if host is None:
-            return
         _, vcpus, memory_mib = in_use(Instance.host_uri == self.provisioner.host.uri)
         for what, have, ratio, used, more in (("vCPUs", host[0], self.settings.cpu_overcommit, vcpus, wanted[1]),
                                               ("MiB of memory", host[1], self.settings.memory_overcommit,
@@ -318,6 +314,7 @@ class Instances:
         Returns (instance, previous state) for each. Stopping a stopped instance, starting a
         running one or terminating a terminated one is no error and changes nothing."""
         allowed, verb, schedule = ACTIONS[action]
+        self.provisioner.host.ping()  # ServiceUnavailable (503) while libvirt cannot be reached
         with self.db.session() as s:
             found = self._owned(s, caller, instance_ids)
             for inst in found:
@@ -344,6 +341,7 @@ class Instances:
 
     def reboot(self, caller: Caller, instance_id: str) -> Instance:
         self.get(caller, instance_id)
+        self.provisioner.host.ping()  # ServiceUnavailable (503) while libvirt cannot be reached
         with self.db.session() as s:
             inst = s.get(Instance, instance_id)
             if inst is None:

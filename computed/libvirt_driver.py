@@ -113,6 +113,23 @@ class LibvirtHost:
         except Exception:  # an event handler must never break libvirt's loop
             log.exception("handling a libvirt event")
 
+    def ping(self) -> None:
+        """Make sure libvirt answers now (a round trip, reconnecting once if the connection
+        died), else ServiceUnavailable: for requests that must not be accepted while the
+        host cannot carry them out."""
+        for attempt in (1, 2):
+            conn = self.conn()
+            try:
+                conn.getLibVersion()
+                return
+            except libvirt.libvirtError as e:
+                with self._lock:
+                    if self._conn is conn:
+                        self._conn = None
+                if attempt == 2:
+                    raise ServiceUnavailable(f"the libvirt host {self.uri} cannot be reached: "
+                                             f"{e.get_error_message()}") from None
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
@@ -180,8 +197,9 @@ class LibvirtHost:
         STORE (another service's domains on the same host are not ours). Raises
         ServiceUnavailable rather than answer with a partial list."""
         found = {}
+        conn = self.conn()
         try:
-            for dom in self.conn().listAllDomains():
+            for dom in conn.listAllDomains():
                 try:
                     meta = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, domain_xml.METADATA_NS)
                 except libvirt.libvirtError as e:
@@ -190,8 +208,17 @@ class LibvirtHost:
                     raise
                 meta = domain_xml.read_instance_element(meta)
                 if meta.get("id") and meta.get("store") == store:
-                    found[meta["id"]] = (dom.name(), STATES.get(dom.state()[0], "nostate"))
+                    try:
+                        state = dom.state()[0]
+                    except libvirt.libvirtError as e:
+                        if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                            continue  # undefined meanwhile (a terminate)
+                        raise
+                    found[meta["id"]] = (dom.name(), STATES.get(state, "nostate"))
         except libvirt.libvirtError as e:
+            with self._lock:
+                if self._conn is conn:  # reconnect next time
+                    self._conn = None
             raise ServiceUnavailable(f"listing the domains of {self.uri} failed: {e.get_error_message()}") from None
         return found
 

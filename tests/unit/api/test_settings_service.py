@@ -154,19 +154,18 @@ def test_create_app_with_overrides(tmp_path, monkeypatch):
         app.extensions["computed"].close()
 
 
-def test_unreachable_libvirt_fails_the_launch_not_the_request(settings, image):
+def test_unreachable_libvirt_is_503_and_creates_nothing(settings, image):
     app = create_app(settings.replace(libvirt_uri="test:///no/such/file.xml"))
     try:
         client, svc = app.test_client(), app.extensions["computed"]
         creds = svc.accounts.create("tester")
         auth = (creds.access_key_id, creds.secret_access_key)
         response = client.post("/v1/instances", json={"size": "t3.micro"}, auth=auth)
-        assert response.status_code == 202  # the host is only contacted in the background
-        assert svc.worker.idle(10)
-        got = client.get(f"/v1/instances/{response.get_json()['instances'][0]['id']}", auth=auth).get_json()
-        assert got["state"]["name"] == "terminated"
-        assert got["state_reason"]["code"] == "Server.InternalError"
-        assert "cannot be reached" in got["state_reason"]["message"]
+        assert response.status_code == 503, response.get_json()
+        assert response.get_json()["error"]["code"] == "ServiceUnavailable"
+        assert "cannot be reached" in response.get_json()["error"]["message"]
+        assert client.get("/v1/instances", auth=auth).get_json()["instances"] == []  # reads still work
+        assert svc.instances.count() == 0
         assert list(settings.instances_dir.iterdir()) == []
     finally:
         app.extensions["computed"].close()
