@@ -1,0 +1,582 @@
+"""Load benchmark: many concurrent API clients against one service, then an audit of the
+store. Goal: zero errors, zero lost or duplicated instances.
+
+The service runs in this process on libvirt's ``test:///default`` driver (domains are
+defined and started at once, no guest boots), with a fake image whose disk is a real tiny
+qcow2, its own SQLite store (WAL) in a temporary state directory, and the API served by
+waitress on a loopback port. A few accounts are made in its store. The clients run in
+child processes (threads in each), so their own Python time does not compete with the
+server's for one interpreter lock; each client has its own account's HTTP Basic
+credentials and a ``requests.Session`` (keep-alive), and for a bounded time mixes:
+
+- GET /v1/instances (the newest 100 of its account) and GET /v1/instances/{id}
+- POST /v1/instances (count 1 or 2, a client token per launch; a request that fails on
+  the connection is sent again with the same token, up to 5 times; and a share of them,
+  ``--abandon``, is sent again at once without waiting for the first answer, so two
+  requests with one token race in the server, as a client's retry after a lost answer)
+- DELETE /v1/instances/{id} of one of its own live instances
+- the EC2 API's DescribeInstances through boto3 (SigV4), now and then
+
+A client keeps at most ``--max-live`` instances alive; the SSH port range and the
+service's limits (host overcommit, instances per account: libvirt's test host has only
+3 GiB) are sized so that they are never what stops a launch (InsufficientInstanceCapacity
+and InstanceLimitExceeded are counted apart from errors all the same).
+
+Then, with the background work done, the audit: every launch a client saw acknowledged is
+in the store exactly once (client token -> the acknowledged instance ids, one reservation);
+no instance exists that no client asked for; every instance's usage events start with
+pending, follow the state machine with no repeated state, and end in its current state;
+every terminated instance has no libvirt domain (and no files) left, every other one is
+running with its domain. Finally every instance left is terminated and no domain of the
+service may remain. Exit code 1 if the audit fails or any request failed."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import random
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+OPS = ("list", "get", "launch", "terminate", "ec2")
+LABELS = {"list": "GET /v1/instances", "get": "GET /v1/instances/{id}", "launch": "POST /v1/instances",
+          "terminate": "DELETE /v1/instances/{id}", "ec2": "EC2 DescribeInstances"}
+WEIGHTS = {"list": 30, "get": 30, "launch": 18, "terminate": 17, "ec2": 5}
+SIZE = "t3.nano"
+IMAGE = "debian-12-podman"
+TIMEOUT = (5, 60)  # connect, read (s)
+LAUNCH_ATTEMPTS = 5
+#: answers to a launch that are the service's limits at work, not failures: counted apart
+REFUSALS = ("InsufficientInstanceCapacity", "InstanceLimitExceeded")
+ATTEMPTS = 3
+#: state -> the states it may change to (lifecycle.py, instances.py)
+TRANSITIONS = {
+    "pending": {"running", "shutting-down", "terminated", "stopped"},
+    "running": {"stopping", "stopped", "shutting-down"},
+    "stopping": {"stopped", "shutting-down"},
+    "stopped": {"pending", "shutting-down"},
+    "shutting-down": {"terminated"},
+    "terminated": set(),
+}
+
+
+# -- the clients (in child processes) -----------------------------------------------------------
+
+class Client:
+    """One API client: one account's credentials, one HTTP session, its own instances."""
+
+    def __init__(self, index: int, account: dict, config: dict):
+        import requests
+
+        self.requests = requests
+        self.index = index
+        self.account_id = account["account_id"]
+        self.url = config["url"].rstrip("/")
+        self.rnd = random.Random(config["seed"] * 1000 + index)
+        self.max_live = config["max_live"]
+        self.abandon = config["abandon"]
+        self.session = requests.Session()
+        self.session.auth = (account["access_key_id"], account["secret_access_key"])
+        self.ec2 = None
+        if config["ec2"]:
+            import boto3
+            from botocore.config import Config
+
+            self.ec2 = boto3.session.Session().client(
+                "ec2", endpoint_url=self.url + "/", region_name=config["region"],
+                aws_access_key_id=account["access_key_id"], aws_secret_access_key=account["secret_access_key"],
+                config=Config(retries={"total_max_attempts": 1}, connect_timeout=TIMEOUT[0], read_timeout=TIMEOUT[1]))
+        self.live: list[str] = []
+        self.known: list[str] = []
+        self.latency: dict[str, list[float]] = defaultdict(list)
+        self.errors: Counter[str] = Counter()
+        self.refusals: Counter[str] = Counter()  # "code: message" -> times
+        self.connection_retries = 0
+        self.abandoned = 0
+        self.foreign: list[str] = []  # other accounts' instances this client was shown
+        self.launches: list[dict] = []
+        self.terminated: list[str] = []
+        self.counter = 0
+
+    def run(self, deadline: float) -> None:
+        ops, weights = list(WEIGHTS), list(WEIGHTS.values())
+        if self.ec2 is None:
+            weights[ops.index("ec2")] = 0
+        actions = {"list": self.list, "get": self.get, "launch": self.launch, "terminate": self.terminate,
+                   "ec2": self.ec2_describe}
+        while time.monotonic() < deadline:
+            op = self.rnd.choices(ops, weights)[0]
+            if op == "launch" and len(self.live) >= self.max_live:
+                op = "terminate"
+            if op == "terminate" and not self.live:
+                op = "launch"
+            if op == "get" and not self.known:
+                op = "list"
+            actions[op]()
+
+    def call(self, op: str, method: str, path: str, attempts: int = ATTEMPTS, abandon: bool = False, **kwargs):
+        """The response, or None if it failed (counted). Connection failures are retried:
+        every request this client sends is idempotent (a launch carries its client token).
+        ABANDON: give up waiting for the first attempt's answer at once (the request was
+        sent; the server goes on with it) and send it again."""
+        for attempt in range(1, attempts + 1):
+            started = time.perf_counter()
+            timeout = (TIMEOUT[0], 0.001) if abandon and attempt == 1 else TIMEOUT
+            try:
+                response = self.session.request(method, self.url + path, timeout=timeout, **kwargs)
+            except self.requests.RequestException as e:
+                if timeout is not TIMEOUT:
+                    self.abandoned += 1
+                    continue
+                if attempt < attempts:
+                    self.connection_retries += 1
+                    time.sleep(0.05 * attempt)
+                    continue
+                self.errors[f"{op} connection {type(e).__name__}"] += 1
+                return None
+            self.latency[op].append(time.perf_counter() - started)
+            if response.status_code >= 400:
+                try:
+                    code = response.json()["error"]["code"]
+                except (ValueError, KeyError, TypeError):
+                    code = "?"
+                if code in REFUSALS:
+                    self.refusals[f"{code}: {response.json()['error']['message'][:100]}"] += 1
+                else:
+                    self.errors[f"{op} {response.status_code} {code}"] += 1
+                return None
+            return response
+        return None
+
+    def see(self, inst: dict) -> None:
+        if inst["owner"] != self.account_id:
+            self.foreign.append(inst["id"])
+
+    def list(self) -> None:
+        response = self.call("list", "GET", "/v1/instances")
+        if response is not None:
+            for inst in response.json()["instances"]:
+                self.see(inst)
+
+    def get(self) -> None:
+        response = self.call("get", "GET", f"/v1/instances/{self.rnd.choice(self.known)}")
+        if response is not None:
+            self.see(response.json())
+
+    def launch(self) -> None:
+        self.counter += 1
+        token = f"load-{self.index}-{self.counter}-{uuid.uuid4().hex[:12]}"
+        count = self.rnd.choice((1, 1, 1, 2))
+        record = {"token": token, "count": count, "ids": None}
+        self.launches.append(record)
+        body = {"size": SIZE, "image": IMAGE, "count": count, "client_token": token,
+                "tags": {"bench": "load", "client": str(self.index)}}
+        response = self.call("launch", "POST", "/v1/instances", attempts=LAUNCH_ATTEMPTS,
+                             abandon=self.rnd.random() < self.abandon, json=body)
+        if response is None:
+            return
+        ids = [inst["id"] for inst in response.json()["instances"]]
+        record["ids"] = ids
+        self.live.extend(ids)
+        self.known.extend(ids)
+
+    def terminate(self) -> None:
+        instance_id = self.live.pop(self.rnd.randrange(len(self.live)))
+        response = self.call("terminate", "DELETE", f"/v1/instances/{instance_id}")
+        if response is None:
+            self.live.append(instance_id)
+            return
+        self.terminated.append(instance_id)
+
+    def ec2_describe(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        started = time.perf_counter()
+        try:
+            answer = self.ec2.describe_instances(MaxResults=100)
+        except ClientError as e:
+            self.latency["ec2"].append(time.perf_counter() - started)
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+            self.errors[f"ec2 {status} {e.response.get('Error', {}).get('Code', '?')}"] += 1
+            return
+        except BotoCoreError as e:
+            self.errors[f"ec2 connection {type(e).__name__}"] += 1
+            return
+        self.latency["ec2"].append(time.perf_counter() - started)
+        for reservation in answer["Reservations"]:
+            if reservation["OwnerId"] != self.account_id:
+                self.foreign.extend(i["InstanceId"] for i in reservation["Instances"])
+
+    def result(self) -> dict:
+        return {"account_id": self.account_id, "latency": self.latency, "errors": self.errors,
+                "refusals": self.refusals, "connection_retries": self.connection_retries,
+                "abandoned": self.abandoned,
+                "foreign": self.foreign, "launches": self.launches, "terminated": self.terminated}
+
+
+def child() -> int:
+    """A client process: reads its config (a JSON line), makes its clients, says "ready",
+    waits for "go", runs them for the given seconds, prints their results as JSON."""
+    config = json.loads(sys.stdin.readline())
+    clients = [Client(c["index"], c["account"], config) for c in config["clients"]]
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        return 1
+    started = time.monotonic()
+    deadline = started + config["seconds"]
+    threads = [threading.Thread(target=_run_client, args=(c, deadline), name=f"client-{c.index}") for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    print(json.dumps([c.result() | {"elapsed": elapsed} for c in clients]), flush=True)
+    return 0
+
+
+def _run_client(client: Client, deadline: float) -> None:
+    try:
+        client.run(deadline)
+    except Exception as e:  # noqa: BLE001 (a bug in the client: counted, never silent)
+        client.errors[f"client crashed: {type(e).__name__}: {e}"] += 1
+
+
+# -- the service (in this process) -------------------------------------------------------------
+
+def publish_image(store, name: str = IMAGE) -> None:
+    """A fake build of NAME whose disk is a real, tiny qcow2 (launching layers on it), as
+    tests/unit/test_cli_client.py publishes it."""
+    from images.manifest import Manifest, describe_artifact
+
+    with store.lock(name), store.staging(name) as staging:
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(staging / "disk.qcow2"), "64M"], check=True)
+        (staging / "vmlinuz").write_bytes(b"fake kernel")
+        (staging / "initrd.img").write_bytes(b"fake initrd")
+        (staging / "packages.txt").write_bytes(b"podman\t4.3.1+ds1-8+deb12u1\n")
+        files = {"disk": "disk.qcow2", "kernel": "vmlinuz", "initrd": "initrd.img", "packages": "packages.txt"}
+        Manifest(
+            name=name, version="1.0.0", description="a fake image", recipe_hash="sha256:" + "ab" * 32,
+            built_at="2024-01-01T00:00:00Z", build_seconds=1.0, suite="bookworm", architecture="amd64",
+            boot="fast", kernel_version="6.1.0-test-cloud-amd64", kernel_cmdline="root=/dev/vda",
+            default_user="debian",
+            container_engine={"name": "podman", "package": "podman", "version": "4.3.1+ds1-8+deb12u1"},
+            container_image="computed/busybox:latest", packages_installed=1,
+            artifacts={role: describe_artifact(staging / f) for role, f in files.items()},
+        ).write(staging)
+        store.publish(staging)
+
+
+def free_port_range(size: int, rnd: random.Random) -> tuple[int, int]:
+    """SIZE consecutive ports below Linux's ephemeral range (so client connections never take
+    one), the first and last of them free now."""
+    for _ in range(200):
+        low = rnd.randrange(20000, 32000 - size)
+        if all(_free(p) for p in (low, low + size - 1)):
+            return low, low + size - 1
+    raise SystemExit("no free SSH port range found")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def limits(most: int) -> dict:
+    """Settings that keep the service's limits on instances out of the way (where this
+    version of the service has them) for MOST instances at once: libvirt's test host has 16
+    CPUs and 3 GiB of memory, room for six t3.nano at the default overcommit ratios."""
+    import libvirt
+
+    from computed.settings import Settings
+    from computed.sizes import DEFAULT_SIZES
+
+    size = next(s for s in DEFAULT_SIZES if s.name == SIZE)
+    conn = libvirt.open("test:///default")
+    try:
+        _, memory_mib, cpus, *_ = conn.getInfo()
+    finally:
+        conn.close()
+    wanted = {"cpu_overcommit": max(4.0, most * size.vcpus / cpus),
+              "memory_overcommit": max(1.0, most * size.memory_mib / memory_mib),
+              "account_max_instances": most}
+    return {k: v for k, v in wanted.items() if k in Settings.__dataclass_fields__}
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    pos = (len(sorted_values) - 1) * q
+    low = int(pos)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (pos - low)
+
+
+# -- the audit -----------------------------------------------------------------------------------
+
+def audit(svc, results: list[dict]) -> tuple[list[str], list[str]]:
+    """(problems, facts): what is wrong in the store and the libvirt host after the run, and
+    what was checked."""
+    from sqlalchemy import select
+
+    from computed.models import Instance, UsageEvent
+
+    problems: list[str] = []
+    with svc.db.reading() as s:
+        instances = {i.id: i for i in s.scalars(select(Instance))}
+        events: dict[str, list[UsageEvent]] = defaultdict(list)
+        for e in s.scalars(select(UsageEvent).order_by(UsageEvent.id)):
+            events[e.instance_id].append(e)
+    domains = {d.name() for d in svc.host.conn().listAllDomains()}
+
+    by_token: dict[tuple[str, str], list] = defaultdict(list)
+    for inst in instances.values():
+        by_token[(inst.owner, inst.client_token)].append(inst)
+    sent = {}
+    acked = unacked = unacked_found = acked_instances = 0
+    for r in results:
+        for launch in r["launches"]:
+            key = (r["account_id"], launch["token"])
+            sent[key] = launch
+            found = by_token.get(key, [])
+            ids = sorted(i.id for i in found)
+            if launch["ids"] is not None:
+                acked += 1
+                acked_instances += len(launch["ids"])
+                if ids != sorted(launch["ids"]):
+                    lost = sorted(set(launch["ids"]) - set(ids))
+                    extra = sorted(set(ids) - set(launch["ids"]))
+                    problems.append(f"launch {launch['token']}: acknowledged {sorted(launch['ids'])}, the store has "
+                                    f"{ids} (lost {lost}, duplicated/unacknowledged {extra})")
+            else:
+                unacked += 1
+                unacked_found += bool(found)
+                if found and len(found) != launch["count"]:
+                    problems.append(f"launch {launch['token']} (never acknowledged): {len(found)} instances in the "
+                                    f"store for count {launch['count']}")
+            if len({i.reservation_id for i in found}) > 1:
+                problems.append(f"launch {launch['token']}: {len({i.reservation_id for i in found})} reservations")
+    unknown = [i.id for key, found in by_token.items() if key not in sent for i in found]
+    if unknown:
+        problems.append(f"{len(unknown)} instances no client launched: {unknown[:5]}")
+
+    transitions = 0
+    for instance_id, history in events.items():
+        inst = instances.get(instance_id)
+        if inst is None:
+            problems.append(f"usage events of {instance_id}, which is not in the store")
+            continue
+        states = [e.state for e in history]
+        if states[0] != "pending":
+            problems.append(f"{instance_id}: its first usage event is {states[0]}, not pending")
+        for before, after in itertools.pairwise(history):
+            transitions += 1
+            if after.state not in TRANSITIONS[before.state]:
+                problems.append(f"{instance_id}: usage events {before.state} -> {after.state} (ids {before.id}, "
+                                f"{after.id}): not a transition of the state machine")
+            if after.at < before.at:
+                problems.append(f"{instance_id}: usage event {after.id} is earlier than {before.id}")
+        if states[-1] != inst.state:
+            problems.append(f"{instance_id}: is {inst.state}, its last usage event says {states[-1]}")
+    for instance_id in instances.keys() - events.keys():
+        problems.append(f"{instance_id}: no usage event")
+
+    terminated_acked = {i for r in results for i in r["terminated"]}
+    gone = 0
+    for inst in instances.values():
+        if inst.state == "terminated":
+            if inst.domain_name in domains:
+                problems.append(f"{inst.id} is terminated but its domain {inst.domain_name} is still defined")
+            elif svc.provisioner.files(inst.id).root.exists():
+                problems.append(f"{inst.id} is terminated but its files are still there")
+            else:
+                gone += 1
+        elif inst.id in terminated_acked:
+            problems.append(f"{inst.id}: its termination was acknowledged, it is {inst.state}")
+        elif inst.state != "running":
+            problems.append(f"{inst.id} is {inst.state} once all background work is done (reason "
+                            f"{inst.state_reason_code}: {inst.state_reason_message})")
+        elif inst.domain_name not in domains:
+            problems.append(f"{inst.id} is running with no domain")
+    foreign = [i for r in results for i in r["foreign"]]
+    if foreign:
+        problems.append(f"clients were shown {len(foreign)} instances of other accounts: {foreign[:5]}")
+    running = sum(1 for i in instances.values() if i.state == "running")
+    facts = [(f"{acked} launches acknowledged -> {acked_instances} instances, each in the store exactly once under "
+              f"its client token; {unacked} never acknowledged ({unacked_found} of them in the store, whole)"),
+             f"{len(instances)} instances in the store, {len(unknown)} that no client launched",
+             (f"{sum(len(h) for h in events.values())} usage events, {transitions} transitions checked "
+              f"(pending first, no state repeated, last = current state)"),
+             (f"{gone} terminated instances without domain or files ({len(terminated_acked)} terminations "
+              f"acknowledged), {running} running, each with its domain")]
+    return problems, facts
+
+
+def shutdown(server, thread, svc) -> None:
+    server.task_dispatcher.shutdown()
+    server.close()
+    for channel in list(server._map.values()):
+        channel.close()
+    thread.join(timeout=5)
+    svc.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=16, help="concurrent API clients")
+    parser.add_argument("--seconds", type=float, default=30, help="how long they run")
+    parser.add_argument("--processes", type=int, default=2, help="client processes (the clients are threads in them)")
+    parser.add_argument("--accounts", type=int, default=4, help="accounts the clients are spread over")
+    parser.add_argument("--threads", type=int, default=8, help="the server's request threads")
+    parser.add_argument("--max-live", type=int, default=6, help="instances a client keeps alive at most")
+    parser.add_argument("--abandon", type=float, default=0.1, metavar="SHARE",
+                        help="launches whose first answer the client does not wait for, sending the request again "
+                             "with the same client token at once (default 0.1)")
+    parser.add_argument("--no-ec2", dest="ec2", action="store_false", help="no EC2 API calls (boto3)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child()
+    if args.clients < 1 or args.seconds <= 0 or args.processes < 1 or args.accounts < 1:
+        parser.error("--clients, --seconds, --processes and --accounts must be positive")
+
+    import logging
+
+    import waitress
+
+    from api.app import create_app
+    from computed.accounts import Caller
+    from computed.settings import Settings
+    from images.store import ImageStore
+
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" is the point here
+    rnd = random.Random(args.seed)
+    processes = min(args.processes, args.clients)
+    accounts = min(args.accounts, args.clients)
+    # every client's live instances, those shutting down, and room to spare: never the limit
+    # at most this many instances not terminated at once (a launch of 2 at max_live - 1,
+    # those shutting down): twice that is never the limit
+    most = 2 * args.clients * (args.max_live + 2)
+    ports = free_port_range(max(200, most), rnd)
+    raised = limits(most)
+    with tempfile.TemporaryDirectory(prefix="computed-load-") as tmp:
+        settings = Settings.load(environ={}, var_dir=Path(tmp), libvirt_uri="test:///default", ssh_ports=ports,
+                                 api_threads=args.threads, **raised)
+        publish_image(ImageStore(settings.image_store))
+        app = create_app(settings)
+        svc = app.extensions["computed"]
+        server = waitress.create_server(app, host="127.0.0.1", port=0, threads=args.threads)
+        thread = threading.Thread(target=server.run, name="api", daemon=True)
+        thread.start()
+        try:
+            return run(args, svc, f"http://127.0.0.1:{server.effective_port}", processes, accounts, ports, raised,
+                       Caller("000000000000", "load-admin", admin=True))
+        finally:
+            shutdown(server, thread, svc)
+
+
+def run(args, svc, url: str, processes: int, accounts: int, ports: tuple[int, int], raised: dict, admin) -> int:
+    creds = [svc.accounts.create(f"load-{i}").to_dict() for i in range(accounts)]
+    groups: list[list[dict]] = [[] for _ in range(processes)]
+    for i in range(args.clients):
+        groups[i % processes].append({"index": i, "account": creds[i % accounts]})
+    children = []
+    for group in groups:
+        p = subprocess.Popen([sys.executable, __file__, "--child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+        p.stdin.write(json.dumps({"url": url, "clients": group, "seconds": args.seconds, "seed": args.seed,
+                                  "max_live": args.max_live, "abandon": args.abandon, "ec2": args.ec2, "region": svc.settings.region}) + "\n")
+        p.stdin.flush()
+        children.append(p)
+    for p in children:
+        if p.stdout.readline().strip() != "ready":
+            raise SystemExit("a client process failed to start")
+    print(f"load: {args.clients} clients ({processes} processes, {accounts} accounts) for {args.seconds:g} s against "
+          f"{url} (waitress, {args.threads} threads; libvirt test:///default; SQLite WAL; "
+          f"{svc.settings.workers} workers; SSH ports {ports[0]}-{ports[1]})", flush=True)
+    if raised:
+        print("limits raised for the test host: " + ", ".join(f"{k} {v:g}" for k, v in raised.items()), flush=True)
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
+    for p in children:
+        p.stdin.write("go\n")
+        p.stdin.close()
+    results = []
+    for p in children:
+        out = p.stdout.read()
+        if p.wait() != 0:
+            raise SystemExit(f"a client process failed with exit code {p.returncode}")
+        results.extend(json.loads(out))
+    elapsed = max(r["elapsed"] for r in results)  # from "go" to the last request's answer
+    usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+    settled = svc.worker.idle(timeout=120)
+
+    latency: dict[str, list[float]] = defaultdict(list)
+    errors: Counter[str] = Counter()
+    for r in results:
+        for op, values in r["latency"].items():
+            latency[op].extend(values)
+        errors.update(r["errors"])
+    total = sum(len(v) for v in latency.values())
+    print(f"\n{'operation':26} {'requests':>8} {'per s':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for op in OPS:
+        values = sorted(latency.get(op, []))
+        if not values:
+            continue
+        print(f"{LABELS[op]:26} {len(values):8d} {len(values) / elapsed:7.1f} {percentile(values, .5) * 1000:8.1f} "
+              f"{percentile(values, .99) * 1000:8.1f} {values[-1] * 1000:8.1f}")
+    print(f"{'all':26} {total:8d} {total / elapsed:7.1f}")
+    print(f"\nwall {elapsed:.1f} s; server process CPU {cpu:.1f} s ({cpu / elapsed:.2f} cores of {os.cpu_count()})")
+    print(f"errors: {sum(errors.values())}" + "".join(f"\n  {n:6d}  {what}" for what, n in errors.most_common()))
+    refusals: Counter[str] = Counter()
+    for r in results:
+        refusals.update(r["refusals"])
+    print(f"launches refused by the service's limits (not errors): {sum(refusals.values())}"
+          + "".join(f"\n  {n:6d}  {what}" for what, n in refusals.most_common()))
+    print(f"launches abandoned on purpose and sent again with the same client token: "
+          f"{sum(r['abandoned'] for r in results)}; connection failures retried: "
+          f"{sum(r['connection_retries'] for r in results)}")
+
+    problems, facts = audit(svc, results)
+    if not settled:
+        problems.insert(0, "the background work did not finish within 120 s of the run")
+    # the end: every instance left is terminated, and no domain of the service remains
+    rows, _ = svc.instances.describe(admin, limit=100000)
+    left = [i.id for i in rows if i.state not in ("terminated", "shutting-down")]
+    for instance_id in left:
+        svc.instances.terminate(admin, instance_id)
+    if not svc.worker.idle(timeout=120):
+        problems.append("terminating the instances left did not finish within 120 s")
+    stray = sorted(name for name in (d.name() for d in svc.host.conn().listAllDomains())
+                   if name.startswith("computed-"))
+    if stray:
+        problems.append(f"{len(stray)} domains left after terminating everything: {stray[:5]}")
+    facts.append(f"then {len(left)} left terminated: {len(stray)} domains of the service remain")
+
+    print(f"\naudit: {'OK' if not problems else 'FAILED'}: " + "; ".join(facts))
+    for problem in problems[:50]:
+        print(f"  PROBLEM: {problem}")
+    if len(problems) > 50:
+        print(f"  ... and {len(problems) - 50} more")
+    return 1 if problems or errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
