@@ -71,12 +71,10 @@ def _names(value: str) -> tuple[str, ...]:
 
 def _ratio(value) -> float:
     try:
-        if isinstance(value, bool):
-            raise ValueError
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError("must be a positive number such as 1.5") from None
-    if not 0 < number < float("inf"):
+        number = 0.0
+    if isinstance(value, bool) or not 0 < number < float("inf"):
         raise ValueError("must be a positive number such as 1.5")
     return number
 
@@ -134,6 +132,7 @@ SETTINGS = (
     Setting("api_host", "api", "host", "COMPUTED_API_HOST", "127.0.0.1"),
     Setting("api_port", "api", "port", "COMPUTED_API_PORT", 8080, _port),
     Setting("api_threads", "api", "threads", "COMPUTED_API_THREADS", 8, _positive),
+    Setting("api_max_body", "api", "max_body_bytes", "COMPUTED_API_MAX_BODY", 1024 * 1024, _positive),
 )
 
 
@@ -190,6 +189,8 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     api_threads: int = 8
+    #: the largest request body the API reads (REST and EC2), in bytes; larger is 413
+    api_max_body: int = 1024 * 1024
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 
-from computed.errors import IdempotentParameterMismatch, InsufficientInstanceCapacity, InvalidParameterValue
+from computed.errors import (IdempotentParameterMismatch, InstanceLimitExceeded, InsufficientInstanceCapacity,
+                             InvalidParameterValue)
 from computed.instances import STATE_CODES, InstanceFilter, LaunchRequest
 
 from . import render
@@ -54,20 +55,21 @@ def run_instances(p: Params) -> dict:
 
 
 def _launch(req: LaunchRequest, min_count: int):
-    """As EC2: MaxCount instances if there is room, else as many as there is room for, at
-    least MinCount. The core launches exactly a count, so counts are tried from MaxCount
-    down. A client token used before answers at the count it launched then."""
+    """As EC2: MaxCount instances if there is room and the account's limits allow, else as
+    many as they do, at least MinCount. The core launches exactly a count, so counts are
+    tried from MaxCount down. A client token used before answers at the count it launched
+    then."""
     svc, who = service(), caller()
-    capacity = mismatch = None
+    refused = mismatch = None
     for count in range(req.count, min_count - 1, -1):
         try:
             rows, _ = svc.instances.run(who, dataclasses.replace(req, count=count))
             return rows
-        except InsufficientInstanceCapacity as e:
-            capacity = e
+        except (InsufficientInstanceCapacity, InstanceLimitExceeded) as e:
+            refused = e
         except IdempotentParameterMismatch as e:
             mismatch = e
-    raise mismatch or capacity
+    raise mismatch or refused
 
 
 # -- describe ------------------------------------------------------------------------------

@@ -84,7 +84,8 @@ def server(tmp_path_factory):
     """(the API's base URL, its Service): the API served from a background thread."""
     var = tmp_path_factory.mktemp("var")
     low = free_port() // 100 * 100 % 20000 + 40000  # a range away from the default 42200-42999
-    settings = Settings.load(environ={}, var_dir=var, libvirt_uri="test:///default", ssh_ports=(low, low + 99))
+    settings = Settings.load(environ={}, var_dir=var, libvirt_uri="test:///default", ssh_ports=(low, low + 99),
+                             memory_overcommit=8.0)  # the test driver's host has 3 GiB
     publish_image(ImageStore(settings.image_store))
     app = create_app(settings)
     server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)

@@ -85,8 +85,9 @@ def free_ports():
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     low, high = find_free_ports(100)  # a window unlikely to collide with a parallel run
+    # the test driver's host has 16 CPUs and 3 GiB: room for 24 t3.micro with this overcommit
     return Settings.load({"COMPUTED_VAR_DIR": str(tmp_path)}, libvirt_uri=TEST_URI, ssh_ports=(low, high),
-                         boot_timeout=5, stop_timeout=2, workers=2)
+                         boot_timeout=5, stop_timeout=2, workers=2, memory_overcommit=8.0)
 
 
 @pytest.fixture

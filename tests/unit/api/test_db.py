@@ -6,9 +6,12 @@ import datetime as dt
 import sqlite3
 
 import pytest
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import exc, select, text
+from sqlalchemy.orm import Session
 
-from computed.db import MIGRATIONS, Database
+from computed.db import MIGRATIONS, Database, make_engine
 from computed.models import Instance, KeyPair, Tag, UtcDateTime
 
 EXPECTED_TABLES = {"accounts", "access_keys", "alembic_version", "instances", "key_pairs", "tags", "usage_events"}
@@ -84,6 +87,37 @@ def test_deleting_an_instance_deletes_its_tags(tmp_path):
             s.execute(text("DELETE FROM instances"))  # a bulk delete, as the purge does
         with db.session() as s:
             assert s.scalars(select(Tag)).all() == []
+    finally:
+        db.dispose()
+
+
+def test_a_client_token_names_one_launch(tmp_path):
+    """0004: (owner, client_token, launch_index) is unique; launches that raced for one
+    token before it keep their instances, and one reservation (the lowest id) the token."""
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    engine = make_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+    with Session(engine) as s, s.begin():
+        for n, (owner, reservation, index) in enumerate([("a", "r-2", 0), ("a", "r-1", 0), ("a", "r-1", 1),
+                                                         ("a", "r-3", 2), ("b", "r-4", 0)]):
+            s.add(instance(id=f"i-{n}", reservation_id=reservation, owner=owner, launch_index=index,
+                           client_token="tok"))
+    engine.dispose()
+    db = Database(url)
+    try:
+        with db.reading() as s:
+            tokens = {i.id: i.client_token for i in s.scalars(select(Instance))}
+        assert tokens == {"i-0": None, "i-1": "tok", "i-2": "tok", "i-3": None, "i-4": "tok"}
+        with pytest.raises(exc.IntegrityError), db.session() as s:
+            s.add(instance(id="i-5", owner="a", launch_index=1, client_token="tok"))
+        with db.session() as s:  # no token, or another index, is no conflict
+            s.add(instance(id="i-6", owner="a", launch_index=1))
+            s.add(instance(id="i-7", owner="a", launch_index=1))
+            s.add(instance(id="i-8", owner="a", launch_index=2, client_token="tok"))
     finally:
         db.dispose()
 
