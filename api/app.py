@@ -16,7 +16,18 @@ from computed.settings import Settings
 from . import auth, billing, catalog, docs, ec2, errors, instances, keypairs
 from .schemas import ErrorResponseSchema
 
-MAX_BODY = 1024 * 1024
+#: the default of the api_max_body setting (the limit of a request's body)
+MAX_BODY = Settings.api_max_body
+
+
+#: how a caller authenticates (api.auth): either will do
+SECURITY_SCHEMES = {
+    "basic": {"type": "http", "scheme": "basic",
+              "description": "an access key id as the user name and its secret as the password"},
+    "sigv4": {"type": "apiKey", "in": "header", "name": "Authorization",
+              "description": "AWS Signature Version 4 (service 'computed' or 'ec2', the service's region), "
+                             "in this header or as a presigned URL's X-Amz-* query parameters"},
+}
 
 
 class ComputedApi(Api):
@@ -34,10 +45,13 @@ def create_app(config: Settings | dict | None = None, service: Service | None = 
     app.config.update(
         API_TITLE="computed", API_VERSION=__version__, OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/", OPENAPI_JSON_PATH="openapi.json",
-        MAX_CONTENT_LENGTH=MAX_BODY, JSON_SORT_KEYS=False,
+        MAX_CONTENT_LENGTH=service.settings.api_max_body, JSON_SORT_KEYS=False,
     )
     app.extensions["computed"] = service
-    api = ComputedApi(app, spec_kwargs={"info": {"description": "Self-hosted, EC2-style virtual machines."}})
+    api = ComputedApi(app, spec_kwargs={"info": {"description": "Self-hosted, EC2-style virtual machines."},
+                                        "security": [{name: []} for name in SECURITY_SCHEMES]})
+    for name, scheme in SECURITY_SCHEMES.items():
+        api.spec.components.security_scheme(name, scheme)
     for module in (catalog, keypairs, instances, billing):
         api.register_blueprint(module.blp)
     app.register_blueprint(docs.blp)

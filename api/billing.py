@@ -7,12 +7,12 @@ import csv
 import io
 
 from flask import Response
-from flask_smorest import Blueprint
 from marshmallow import RAISE
 
 from computed.chart import cost_chart_png
 from computed.metering import Report
 
+from .blueprint import Blueprint
 from .schemas import BillingQuerySchema, BillingReportSchema, ErrorResponseSchema
 from .auth import current_caller
 from .service import service
@@ -63,10 +63,18 @@ def as_csv(report: Report) -> str:
     return out.getvalue()
 
 
+#: the other formats of the report's 200 (flask-smorest documents one content type per response)
+OTHER_FORMATS = {200: {"content": {
+    "text/csv": {"schema": {"type": "string", "description": "format=csv: the AWS Cost and Usage Report's columns"}},
+    "image/png": {"schema": {"type": "string", "format": "binary", "description": "format=png: a chart"}},
+}}}
+
+
 @blp.route("/report")
 @blp.arguments(BillingQuerySchema, location="query", error_status_code=400, unknown=RAISE)
 @blp.response(200, BillingReportSchema)
 @blp.alt_response(400, schema=ErrorResponseSchema)
+@blp.doc(responses=OTHER_FORMATS)
 def report(args):
     """The hourly cost report for [start, end): one row per instance per UTC clock hour,
     with totals; ``format=csv`` for a CSV in the AWS Cost and Usage Report's columns,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
+from .blueprint import Blueprint
 
 from .schemas import ImageListSchema, SizeListSchema
 from .service import service

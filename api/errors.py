@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
+from urllib.parse import parse_qsl
 
-from computed.errors import ComputedError
+from flask import Flask, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from computed.errors import ComputedError, InvalidParameterValue
 
 log = logging.getLogger(__name__)
 
 HTTP_CODES = {400: "InvalidParameterValue", 401: "AuthFailure", 403: "UnauthorizedOperation",
               404: "NotFound", 405: "MethodNotAllowed", 409: "Conflict", 413: "RequestTooLarge",
               415: "UnsupportedMediaType", 422: "InvalidParameterValue", 429: "RequestLimitExceeded"}
+
+
+#: marshmallow's messages that do not say what is wrong where
+CLEARER = {"Invalid input type.": "the body must be a JSON object"}
 
 
 def _flatten(messages, prefix: str = "") -> list[str]:
@@ -35,6 +41,30 @@ def _flatten(messages, prefix: str = "") -> list[str]:
     return [f"{prefix}: {messages}" if prefix else str(messages)]
 
 
+def too_large_message() -> str:
+    return (f"the request body is larger than the service takes "
+            f"({current_app.config['MAX_CONTENT_LENGTH']} bytes at most)")
+
+
+def refuse_large_bodies() -> None:
+    """A body declared larger than the limit is refused before anything reads it (werkzeug
+    refuses one that turns out larger as it is read, the same way)."""
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit is not None and (request.content_length or 0) > limit:
+        raise RequestEntityTooLarge(too_large_message())
+
+
+def refuse_non_utf8_query() -> None:
+    """The REST API's query strings are UTF-8 once percent-decoded (werkzeug would quietly
+    make other bytes U+FFFD); the EC2 API answers MalformedQueryString itself."""
+    if request.blueprint == "ec2" or not request.query_string:
+        return
+    try:
+        parse_qsl(request.query_string.decode("utf-8"), keep_blank_values=True, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidParameterValue("the query string is not UTF-8 (once percent-decoded)") from None
+
+
 def error_response(code: str, message: str, status: int):
     response = jsonify({"error": {"code": code, "message": message}})
     response.status_code = status
@@ -42,6 +72,10 @@ def error_response(code: str, message: str, status: int):
 
 
 def register(app: Flask) -> None:
+    """The error handlers, and the checks of every request that come before authentication."""
+    app.before_request(refuse_large_bodies)
+    app.before_request(refuse_non_utf8_query)
+
     @app.errorhandler(ComputedError)
     def _computed(e: ComputedError):
         response = error_response(e.code, e.message, e.status)
@@ -55,9 +89,10 @@ def register(app: Flask) -> None:
         messages = (getattr(e, "data", None) or {}).get("messages")
         if messages:
             code = "MissingParameter" if "Missing data for required field." in str(messages) else "InvalidParameterValue"
-            return error_response(code, "; ".join(_flatten(messages)), 400)
+            return error_response(code, "; ".join(CLEARER.get(m, m) for m in _flatten(messages)), 400)
         code = HTTP_CODES.get(status, "InternalError" if status >= 500 else "InvalidRequest")
-        response = error_response(code, e.description or e.name, status)
+        message = too_large_message() if status == 413 else e.description or e.name
+        response = error_response(code, message, status)
         if getattr(e, "valid_methods", None):
             response.headers["Allow"] = ", ".join(e.valid_methods)
         return response

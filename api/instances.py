@@ -7,13 +7,13 @@ import shlex
 
 from flask.views import MethodView
 from marshmallow import RAISE
-from flask_smorest import Blueprint
 
 from computed.instances import STATE_CODES, InstanceFilter, LaunchRequest
 from computed.models import Instance
 
-from .schemas import (ConsoleSchema, ErrorResponseSchema, InstanceCreateSchema, InstanceListSchema, InstanceQuerySchema,
-                      InstanceSchema, LaunchResultSchema)
+from .blueprint import Blueprint
+from .schemas import (INSTANCE_ID_PARAM, ConsoleSchema, ErrorResponseSchema, InstanceCreateSchema, InstanceListSchema,
+                      InstanceQuerySchema, InstanceSchema, LaunchResultSchema)
 from .auth import current_caller
 from .service import service
 
@@ -71,6 +71,8 @@ class Instances(MethodView):
     @blp.arguments(InstanceCreateSchema, error_status_code=400)
     @blp.response(202, LaunchResultSchema)
     @blp.alt_response(400, schema=ErrorResponseSchema)
+    @blp.alt_response(413, schema=ErrorResponseSchema)
+    @blp.alt_response(415, schema=ErrorResponseSchema)
     @blp.alt_response(503, schema=ErrorResponseSchema)
     def post(self, body):
         """Launch ``count`` instances; they start ``pending`` and boot in the background.
@@ -83,15 +85,17 @@ class Instances(MethodView):
         return {"reservation_id": rows[0].reservation_id, "instances": [view(i) for i in rows]}
 
 
-@blp.route("/<string:instance_id>")
+@blp.route("/<string:instance_id>", parameters=[INSTANCE_ID_PARAM])
 class InstanceResource(MethodView):
     @blp.response(200, InstanceSchema)
+    @blp.alt_response(400, schema=ErrorResponseSchema)
     @blp.alt_response(404, schema=ErrorResponseSchema)
     def get(self, instance_id):
         """One instance."""
         return view(service().instances.get(current_caller(), instance_id))
 
     @blp.response(202, InstanceSchema)
+    @blp.alt_response(400, schema=ErrorResponseSchema)
     @blp.alt_response(404, schema=ErrorResponseSchema)
     def delete(self, instance_id):
         """Terminate: the instance goes ``shutting-down``, then ``terminated``, and stays
@@ -108,7 +112,7 @@ def _action(name: str, doc: str):
     handler = blp.alt_response(404, schema=ErrorResponseSchema)(handler)
     handler = blp.alt_response(400, schema=ErrorResponseSchema)(handler)
     handler = blp.response(202, InstanceSchema)(handler)
-    blp.route(f"/<string:instance_id>/{name}", methods=["POST"])(handler)
+    blp.route(f"/<string:instance_id>/{name}", methods=["POST"], parameters=[INSTANCE_ID_PARAM])(handler)
 
 
 _action("stop", "Stop a running instance (ACPI power-off, forced after the stop timeout).")
@@ -116,8 +120,9 @@ _action("start", "Start a stopped instance.")
 _action("reboot", "Reboot a running instance.")
 
 
-@blp.route("/<string:instance_id>/console")
+@blp.route("/<string:instance_id>/console", parameters=[INSTANCE_ID_PARAM])
 @blp.response(200, ConsoleSchema)
+@blp.alt_response(400, schema=ErrorResponseSchema)
 @blp.alt_response(404, schema=ErrorResponseSchema)
 def console(instance_id):
     """The serial console's output (the last 64 KiB)."""

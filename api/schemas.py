@@ -8,7 +8,24 @@ import binascii
 from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from computed.billing import GROUPS
-from computed.instances import MAX_COUNT, MAX_USER_DATA, STATE_CODES
+from computed.instances import INSTANCE_ID, MAX_COUNT, MAX_TAGS, MAX_USER_DATA, STATE_CODES, TAG_KEY, TAG_VALUE
+from computed.keypairs import NAME as KEY_NAME_RE
+
+
+def _anchored(regex) -> str:
+    """REGEX (a whole-string pattern of the core) as a JSON Schema pattern, which matches
+    anywhere unless anchored."""
+    return f"^(?:{regex.pattern})$"
+
+
+class Pattern(validate.Regexp):
+    """The whole value matches (as a JSON Schema pattern, whose ``$`` is the very end: with
+    ``re.match`` it would also let a trailing newline through)."""
+
+    def __call__(self, value):
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
 
 
 class ErrorDetailSchema(Schema):
@@ -55,7 +72,24 @@ class ImageListSchema(Schema):
     images = fields.List(fields.Nested(ImageSchema), required=True)
 
 
-KEY_NAME = validate.Length(min=1, max=255)
+#: what the core accepts as a key pair name (1 to 255 characters)
+KEY_NAME_PATTERN = _anchored(KEY_NAME_RE)
+KEY_NAME = Pattern(KEY_NAME_PATTERN,
+                   error="a key pair name is 1 to 255 characters: letters, digits and . _ @ + - (not first)")
+INSTANCE_ID_PATTERN = _anchored(INSTANCE_ID)
+#: the path parameters of /v1/keypairs/{name} and /v1/instances/{instance_id}, for the document
+KEY_NAME_PARAM = {"in": "path", "name": "name", "required": True,
+                  "schema": {"type": "string", "pattern": KEY_NAME_PATTERN}}
+INSTANCE_ID_PARAM = {"in": "path", "name": "instance_id", "required": True,
+                     "schema": {"type": "string", "pattern": INSTANCE_ID_PATTERN, "example": "i-0123456789abcdef0"},
+                     "description": "i- and 17 hex digits (anything else is InvalidInstanceID.Malformed)"}
+TAG_KEY_PATTERN = Pattern(_anchored(TAG_KEY), error="1 to 128 characters, no control characters")
+TAG_VALUE_PATTERN = Pattern(_anchored(TAG_VALUE), error="at most 256 characters, no control characters")
+#: a size's or an image's name (any name the catalogs could have: no control characters)
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]{1,64}$"
+NAME = Pattern(NAME_PATTERN, error="1 to 64 characters, no control characters")
+#: base64 as RFC 4648 writes it (padded); whitespace is no base64
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 
 
 class KeyPairSchema(Schema):
@@ -81,21 +115,31 @@ class KeyPairCreateSchema(Schema):
 
 
 class InstanceCreateSchema(Schema):
-    size = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    image = fields.String(validate=validate.Length(min=1, max=64),
-                          metadata={"description": "default: the service's default image"})
+    size = fields.String(required=True, validate=NAME, metadata={"example": "t3.micro"})
+    image = fields.String(validate=NAME, metadata={"description": "default: the service's default image"})
     key_name = fields.String(validate=KEY_NAME, allow_none=True)
-    user_data = fields.String(metadata={"description": f"cloud-init user data as text, at most {MAX_USER_DATA} bytes"})
-    user_data_base64 = fields.String(metadata={"description": "user data as base64 (binary, e.g. gzip)"})
+    user_data = fields.String(metadata={"description": f"cloud-init user data as text, at most {MAX_USER_DATA} bytes "
+                                                       "in UTF-8; not with user_data_base64"})
+    user_data_base64 = fields.String(
+        validate=Pattern(BASE64_PATTERN, error="not valid base64"),
+        metadata={"description": f"user data as base64 (binary, e.g. gzip), at most {MAX_USER_DATA} bytes once "
+                                 "decoded; not with user_data"})
     count = fields.Integer(load_default=1, strict=True, validate=validate.Range(min=1, max=MAX_COUNT))
-    tags = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=128)),
-                       values=fields.String(validate=validate.Length(max=256)), load_default=dict)
-    client_token = fields.String(validate=validate.Length(min=1, max=64))
+    tags = fields.Dict(keys=fields.String(validate=TAG_KEY_PATTERN), values=fields.String(validate=TAG_VALUE_PATTERN),
+                       load_default=dict,
+                       metadata={"maxProperties": MAX_TAGS,
+                                 "description": f"at most {MAX_TAGS}; keys starting with aws: or computed: are "
+                                                "reserved"})
+    client_token = fields.String(validate=Pattern(r"^[\x20-\x7e]{1,64}$", error="1 to 64 printable ASCII characters"),
+                                 metadata={"description": "1 to 64 printable ASCII characters: a retry with the same "
+                                                          "token and parameters is the same request"})
 
     @validates_schema
-    def _one_user_data(self, data, **kwargs):
+    def _across_fields(self, data, **kwargs):
         if "user_data" in data and "user_data_base64" in data:
             raise ValidationError("give user_data or user_data_base64, not both", "user_data")
+        if len(data.get("tags") or ()) > MAX_TAGS:
+            raise ValidationError(f"at most {MAX_TAGS} tags", "tags")
 
     @post_load
     def _decode(self, data, **kwargs):
@@ -186,13 +230,15 @@ class QuerySchema(Schema):
 
 class InstanceQuerySchema(QuerySchema):
     state = fields.List(fields.String(validate=validate.OneOf(list(STATE_CODES))))
-    size = fields.String(validate=validate.Length(max=64))
-    image = fields.String(validate=validate.Length(max=64))
+    size = fields.String(validate=NAME)
+    image = fields.String(validate=NAME)
     key_name = fields.String(validate=KEY_NAME)
-    tag = fields.List(fields.String(validate=validate.Length(min=1, max=400)),
+    tag = fields.List(fields.String(validate=Pattern(r"^[^\x00-\x1f\x7f-\x9f]{1,400}$",
+                                                     error="KEY=VALUE or KEY, no control characters")),
                       metadata={"description": "KEY=VALUE, or KEY for any value; repeatable"})
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    next_token = fields.String(validate=validate.Length(max=200))
+    next_token = fields.String(validate=Pattern(r"^[A-Za-z0-9_-]{0,200}$", error="not a token this service gives out"),
+                               metadata={"description": "the next_token of the previous page"})
 
 
 class ConsoleSchema(Schema):
@@ -207,7 +253,7 @@ class BillingQuerySchema(QuerySchema):
     group_by = fields.List(fields.String(validate=validate.OneOf(GROUPS)),
                            load_default=lambda: list(GROUPS))
     format = fields.String(load_default="json", validate=validate.OneOf(["json", "csv", "png"]))
-    account = fields.String(validate=validate.Regexp(r"^[0-9]{12}$|^default$"),
+    account = fields.String(validate=Pattern(r"^[0-9]{12}$|^default$"),
                             metadata={"description": "admins only: one account's usage (its 12-digit id)"})
 
 

@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from computed.errors import ComputedError, InvalidParameterValue, MissingParameter
 
+from ..errors import too_large_message
 from . import catalog, instances, keypairs, tags, xml  # noqa: F401  (the action modules register their actions)
 from .context import ACTIONS, request_id
 from .errors import InvalidAction, MissingAction, NoSuchVersion, UnsupportedHttpVerb, wire_status
@@ -82,7 +83,8 @@ def _http_error(e: HTTPException):
         log.error("HTTP %s while serving the EC2 API: %s", status, e)
         return xml.error("InternalError", "An internal error has occurred.", request_id(), 500)
     code = HTTP_CODES.get(status, "InvalidRequest")
-    return xml.error(code, e.description or e.name, request_id(), wire_status(status))
+    message = too_large_message() if status == 413 else e.description or e.name
+    return xml.error(code, message, request_id(), wire_status(status))
 
 
 @blp.errorhandler(Exception)

@@ -50,6 +50,8 @@ class Params:
     def __init__(self, pairs: Iterable[tuple[str, str]]):
         self._values: dict[str, str] = {}
         for name, value in pairs:
+            if "\x00" in name or "\x00" in value:  # no value takes one, and PostgreSQL can store none
+                raise InvalidParameterValue(f"the parameter {name.replace(chr(0), '%00')} contains a NUL character")
             if name in self._values:
                 raise InvalidParameterValue(f"the parameter {name} is given more than once")
             self._values[name] = value

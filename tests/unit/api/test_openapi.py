@@ -127,14 +127,15 @@ def test_error_responses_use_the_error_schema(spec):
 
 
 DOCUMENTED_ERRORS = [
-    ("/v1/instances", "post", {"400", "503"}), ("/v1/instances", "get", {"400"}),
-    ("/v1/keypairs", "post", {"400", "409"}),
+    ("/v1/instances", "post", {"400", "413", "415", "503"}), ("/v1/instances", "get", {"400"}),
+    ("/v1/keypairs", "post", {"400", "409", "413", "415"}),
     ("/v1/keypairs/{name}", "get", {"404"}), ("/v1/keypairs/{name}", "delete", {"404"}),
-    ("/v1/instances/{instance_id}", "get", {"404"}), ("/v1/instances/{instance_id}", "delete", {"404"}),
-    ("/v1/instances/{instance_id}/stop", "post", {"404", "409"}),
-    ("/v1/instances/{instance_id}/start", "post", {"404", "409"}),
-    ("/v1/instances/{instance_id}/reboot", "post", {"404", "409"}),
-    ("/v1/instances/{instance_id}/console", "get", {"404"}),
+    ("/v1/instances/{instance_id}", "get", {"400", "404"}), ("/v1/instances/{instance_id}", "delete", {"400", "404"}),
+    ("/v1/instances/{instance_id}/stop", "post", {"400", "404", "409"}),
+    ("/v1/instances/{instance_id}/start", "post", {"400", "404", "409"}),
+    ("/v1/instances/{instance_id}/reboot", "post", {"400", "404", "409"}),
+    ("/v1/instances/{instance_id}/console", "get", {"400", "404"}),
+    ("/v1/billing/report", "get", {"400"}),
 ]
 
 
@@ -142,6 +143,29 @@ def test_documented_error_statuses(spec, case):
     for path, method, statuses in DOCUMENTED_ERRORS:
         with case(f"{method} {path}"):
             assert statuses <= set(spec["paths"][path][method]["responses"])
+
+
+def test_authentication_is_documented(spec):
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["basic"] == {"type": "http", "scheme": "basic", "description": schemes["basic"]["description"]}
+    assert schemes["sigv4"]["type"] == "apiKey" and schemes["sigv4"]["name"] == "Authorization"
+    assert spec["security"] == [{"basic": []}, {"sigv4": []}]  # either will do, for every operation
+
+
+def test_path_parameters_have_their_patterns(spec):
+    for path, method, op in operations(spec):
+        params = {p["name"]: p for p in spec["paths"][path].get("parameters", []) + op.get("parameters", [])}
+        if "instance_id" in params:
+            assert re.fullmatch(params["instance_id"]["schema"]["pattern"], "i-0123456789abcdef0")
+            assert not re.fullmatch(params["instance_id"]["schema"]["pattern"], "i-0123")
+        if "name" in params:
+            assert re.fullmatch(params["name"]["schema"]["pattern"], "my-key.pem")
+            assert not re.fullmatch(params["name"]["schema"]["pattern"], "../key")
+
+
+def test_the_report_formats_are_documented(spec):
+    content = spec["paths"]["/v1/billing/report"]["get"]["responses"]["200"]["content"]
+    assert set(content) == {"application/json", "text/csv", "image/png"}
 
 
 def test_documented_statuses_are_ones_the_api_answers(spec):
