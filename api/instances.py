@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shlex
+from decimal import Decimal
 
 from flask.views import MethodView
 from marshmallow import RAISE
@@ -20,7 +21,8 @@ from .service import service
 blp = Blueprint("instances", __name__, url_prefix="/v1/instances", description="Instances")
 
 
-def view(inst: Instance) -> dict:
+def view(inst: Instance, cost: Decimal | None = None) -> dict:
+    """The instance as the API shows it; COST, its cost so far, if already computed."""
     svc = service()
     user = svc.provisioner.login_user(inst)
     reachable = inst.ssh_port is not None and inst.state != "terminated"
@@ -41,7 +43,7 @@ def view(inst: Instance) -> dict:
         "ssh": {"host": inst.ssh_host if reachable else None, "port": inst.ssh_port if reachable else None,
                 "user": user, "command": command},
         "ready": {"ssh": inst.ready_ssh, "container_engine": inst.ready_engine},
-        "cost_so_far": str(svc.billing.cost_so_far(inst)),
+        "cost_so_far": str(svc.billing.cost_so_far(inst) if cost is None else cost),
     }
 
 
@@ -66,7 +68,8 @@ class Instances(MethodView):
         with ``limit`` and the ``next_token`` of the previous page."""
         rows, token = service().instances.describe(current_caller(), _filter(args), args["limit"],
                                                    args.get("next_token"))
-        return {"instances": [view(i) for i in rows], "next_token": token}
+        costs = service().billing.costs_so_far(rows)  # the page's at once
+        return {"instances": [view(i, costs[i.id]) for i in rows], "next_token": token}
 
     @blp.arguments(InstanceCreateSchema, error_status_code=400)
     @blp.response(202, LaunchResultSchema)

@@ -8,7 +8,7 @@ event."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from decimal import Decimal
 
 from sqlalchemy import BigInteger, Integer, and_, cast, func, or_, select, type_coerce
@@ -47,8 +47,8 @@ def _epoch_seconds_postgresql(element, compiler, **kw):
     return compiler.process(cast(func.floor(func.extract("epoch", column)), BigInteger), **kw)
 
 
-def runs_query(start: dt.datetime | None = None, end: dt.datetime | None = None, instance_id: str | None = None,
-               owner: str | None = None):
+def runs_query(start: dt.datetime | None = None, end: dt.datetime | None = None,
+               instance_ids: Collection[str] | None = None, owner: str | None = None):
     """The running stretches that touch [START, END) (all without a period), as metering.runs
     finds them: a run opens at a ``running`` event that follows any other state and closes
     at the next event after it that is not ``running``. One row per run: the opening event's
@@ -56,8 +56,8 @@ def runs_query(start: dt.datetime | None = None, end: dt.datetime | None = None,
     e = UsageEvent
     marked = select(e.id, e.instance_id, e.state, e.at,
                     func.lag(e.state).over(partition_by=e.instance_id, order_by=e.id).label("prev"))
-    if instance_id is not None:
-        marked = marked.where(e.instance_id == instance_id)
+    if instance_ids is not None:
+        marked = marked.where(e.instance_id.in_(list(instance_ids)))
     if owner is not None:  # an instance's events all carry its owner
         marked = marked.where(e.owner == owner)
     marked = marked.subquery("marked")
@@ -85,11 +85,11 @@ class Billing:
         self.clock = clock
 
     def runs(self, start: dt.datetime | None = None, end: dt.datetime | None = None,
-             instance_id: str | None = None, owner: str | None = None) -> Iterator[metering.Run]:
+             instance_ids: Collection[str] | None = None, owner: str | None = None) -> Iterator[metering.Run]:
         usages: dict[tuple, metering.Usage] = {}  # one object per distinct set of facts
         with self.db.reading() as s:
             for iid, owner, size, image, price, currency, tags, run_start, run_end in s.execute(
-                    runs_query(start, end, instance_id, owner)):
+                    runs_query(start, end, instance_ids, owner)):
                 key = (owner, size, image, price, currency, tags)
                 usage = usages.get(key)
                 if usage is None:
@@ -113,11 +113,23 @@ class Billing:
 
     def cost_so_far(self, inst: Instance) -> Decimal:
         """What the instance has cost from its launch until now."""
+        return self.costs_so_far([inst])[inst.id]
+
+    def costs_so_far(self, instances: Collection[Instance]) -> dict[str, Decimal]:
+        """Instance id -> what it has cost from its launch until now, for a page of
+        instances at once (one query, one pass)."""
+        if not instances:
+            return {}
         now = self.clock.now()
-        start = metering.floor_hour(inst.launch_time)
+        start = metering.floor_hour(min(i.launch_time for i in instances))
         end = max(now, start) + dt.timedelta(seconds=1)
-        report = metering.report_runs(self.runs(instance_id=inst.id), start, end, self.policy, now)
-        return report.total().get(inst.currency, Decimal(0))
+        with paused_gc():
+            report = metering.report_runs(self.runs(instance_ids=[i.id for i in instances]), start, end,
+                                          self.policy, now)
+        costs = {i.id: Decimal(0) for i in instances}
+        for row in report.rows:
+            costs[row.instance_id] += row.cost
+        return costs
 
 
 def check_period(start: dt.datetime, end: dt.datetime) -> None:

@@ -252,18 +252,26 @@ class Instances:
     def get(self, caller: Caller, instance_id: str) -> Instance:
         """One instance the caller sees; another account's answers as one that does not exist."""
         check_instance_id(instance_id)
-        self.purge()
         with self.db.reading() as s:
             inst = s.get(Instance, instance_id)
-        if inst is None or not caller.sees(inst.owner):
+        if inst is None or not caller.sees(inst.owner) or self._forgotten(inst):
             raise not_found(instance_id)
         return inst
 
+    def _retention_cutoff(self) -> dt.datetime:
+        return self.clock.now() - dt.timedelta(seconds=self.settings.terminated_retention)
+
+    def _forgotten(self, inst: Instance) -> bool:
+        """Terminated longer ago than the retention: gone, though the periodic purge may not
+        have deleted its row yet (reads never write)."""
+        return inst.state == "terminated" and inst.terminated_at is not None and \
+            inst.terminated_at < self._retention_cutoff()
+
     def describe(self, caller: Caller, flt: InstanceFilter = InstanceFilter(), limit: int = 100,
                  next_token: str | None = None) -> tuple[list[Instance], str | None]:
-        self.purge()
         offset = _decode_token(next_token)
-        q = select(Instance)
+        q = select(Instance).where(or_(Instance.state != "terminated", Instance.terminated_at.is_(None),
+                                       Instance.terminated_at >= self._retention_cutoff()))
         if caller.scope is not None:
             q = q.where(Instance.owner == caller.scope)
         if flt.ids:
@@ -296,10 +304,9 @@ class Instances:
 
     def purge(self) -> int:
         """Forget instances terminated longer ago than the retention setting."""
-        cutoff = self.clock.now() - dt.timedelta(seconds=self.settings.terminated_retention)
         with self.db.session() as s:
             result = s.execute(delete(Instance).where(Instance.state == "terminated",
-                                                      Instance.terminated_at < cutoff))
+                                                      Instance.terminated_at < self._retention_cutoff()))
         return result.rowcount or 0
 
     def count(self) -> int:

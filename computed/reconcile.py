@@ -94,8 +94,12 @@ class Reconciler:
             if not lock.acquire(blocking=False):
                 continue
             try:
-                self._instance(instance_id, domains.get(instance_id, (None, None))[1], instance_id in ever_ran,
-                               at_start, found)
+                domain = domains.get(instance_id, (None, None))[1]
+                if domain is None:
+                    # by its name (unique on the host): a domain made before domains carried their
+                    # store's id, or under another store id (the database moved), is no vanished one
+                    domain = self.host.state(inst.domain_name)
+                self._instance(instance_id, domain, instance_id in ever_ran, at_start, found)
             finally:
                 lock.release()
         if found:

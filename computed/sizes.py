@@ -66,7 +66,8 @@ class SizeCatalog:
             return self._sizes[name]
         except KeyError:
             known = ", ".join(self._sizes)
-            raise InvalidInstanceType(f"the size {name!r} does not exist (sizes: {known})") from None
+            shown = repr(name) if len(name) <= 64 else repr(name[:64]) + "..."
+            raise InvalidInstanceType(f"the size {shown} does not exist (sizes: {known})") from None
 
 
 def _read(path: Path) -> list[Size]:

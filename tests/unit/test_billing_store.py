@@ -101,7 +101,7 @@ def test_an_account_sees_its_own_usage_and_an_admin_any(db, h, period, policy, o
 def test_the_runs_of_one_instance(db, h, instance):
     store(db, h.events)
     iid = f"i-{instance:017x}"
-    assert list(billing(db, "hourly", h.now).runs(instance_id=iid)) == [
+    assert list(billing(db, "hourly", h.now).runs(instance_ids=[iid])) == [
         r for r in metering.runs(h.events) if r.instance_id == iid]
 
 

@@ -286,6 +286,7 @@ def test_terminated_instances_are_purged_after_the_retention(make_app, wait, exp
     expect_error(client.get(f"/v1/instances/{doomed}"), 404, "InvalidInstanceID.NotFound")
     assert [i["id"] for i in client.get("/v1/instances").get_json()["instances"]] == [kept]
     assert state(client, kept) == "running"  # only terminated instances go
+    assert svc.instances.purge() == 1  # the periodic purge deletes the row; reads never write
     with svc.db.session() as s:
         assert s.scalar(select(func.count()).select_from(Tag)) == 0  # their tags went with them
     expect_error(client.delete(f"/v1/instances/{doomed}"), 404, "InvalidInstanceID.NotFound")
