@@ -5,6 +5,7 @@ launch that cannot boot."""
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import subprocess
 import time
@@ -24,7 +25,8 @@ USER_DATA = "#cloud-config\nwrite_files:\n  - path: /var/tmp/from-user-data\n   
 @pytest.fixture(scope="module")
 def svc(built_image, settings, qemu_tmp):
     built_image(settings.default_image)
-    running = RunningService(qemu_tmp("service-"), settings.image_store, (43100, 43199))
+    # reconciliation only hourly: a guest that powers itself off must be seen by libvirt's event
+    running = RunningService(qemu_tmp("service-"), settings.image_store, (43100, 43199), reconcile_interval=3600)
     yield running
     running.close()
 
@@ -90,7 +92,16 @@ def test_lifecycle_of_one_instance(svc, keypair):
     inst = svc.wait_ready(inst["id"])
     client = login(inst, keypair)
     assert run(client, "cat /proc/sys/kernel/random/boot_id") != boot_id
+    # the guest powers itself off: stopped at once (libvirt's lifecycle event), billed until then
+    asked = dt.datetime.now(dt.UTC)
+    client.exec_command("sudo systemctl poweroff")  # the session ends with the guest
     client.close()
+    off = svc.wait_state(inst["id"], "stopped", timeout=120)
+    assert off["state_reason"]["code"] == "Client.InstanceInitiatedShutdown"
+    changed = dt.datetime.fromisoformat(off["state_changed_at"].replace("Z", "+00:00"))
+    assert dt.timedelta(0) <= changed - asked < dt.timedelta(seconds=60), off["state_changed_at"]
+    svc.call("POST", f"/v1/instances/{inst['id']}/start", expect=202)
+    inst = svc.wait_ready(inst["id"])
 
     svc.call("DELETE", f"/v1/instances/{inst['id']}", expect=202)
     svc.wait_state(inst["id"], "terminated")
