@@ -1,5 +1,11 @@
 """The store's engine and sessions. SQLite (WAL, foreign keys, immediate write locks) by
-default; any SQLAlchemy URL by setting. The schema is brought up to date with Alembic."""
+default; any SQLAlchemy URL by setting (PostgreSQL is tested too). The schema is brought up
+to date with Alembic.
+
+Writing transactions run one at a time, as SQLite's BEGIN IMMEDIATE has it: the code checks
+and then changes (an instance's state, a launch's limits) in one transaction. On
+PostgreSQL a transaction-level advisory lock, taken at its start, does the same; reading
+transactions there are REPEATABLE READ, READ ONLY: one snapshot, as in SQLite's WAL."""
 
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 READ_ONLY = "computed_read_only"  # an execution option: a session that only reads
+#: the key of PostgreSQL's advisory lock that writing transactions take (any fixed 64-bit number)
+WRITER_LOCK = 0x636F6D7075746564  # "computed"
 
 
 def make_engine(url: str) -> Engine:
@@ -41,7 +49,16 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "postgresql":
+
+        @event.listens_for(engine, "begin")
+        def _postgresql_begin(conn):
+            # one writer at a time, as on SQLite; readers do not wait (see Database)
+            if not conn.get_execution_options().get(READ_ONLY, False):
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+
+    return engine
 
 
 def upgrade(engine: Engine) -> None:
@@ -58,7 +75,10 @@ class Database:
         self.engine = make_engine(url)
         upgrade(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._readers = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+        readers = {READ_ONLY: True}
+        if self.engine.dialect.name == "postgresql":  # a snapshot for the whole transaction
+            readers |= {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+        self._readers = sessionmaker(self.engine.execution_options(**readers), expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

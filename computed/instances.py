@@ -417,8 +417,9 @@ class Instances:
 
 
 def _one_launch_at_a_time(s: Session) -> None:
-    """SQLite's BEGIN IMMEDIATE lets one writer in at a time already; PostgreSQL lets a
-    launch check and insert alone by locking the instances table against other writers."""
+    """Writers run one at a time already (db.py: SQLite's BEGIN IMMEDIATE, PostgreSQL's
+    advisory lock); on PostgreSQL a launch also locks the instances table against other
+    writers, so that one that does not take the advisory lock cannot interleave either."""
     if s.get_bind().dialect.name == "postgresql":
         s.execute(text("LOCK TABLE instances IN SHARE ROW EXCLUSIVE MODE"))
 

@@ -38,8 +38,9 @@ class UtcDateTime(TypeDecorator):
         return value
 
     def process_result_value(self, value, dialect):
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
+        if value is not None:
+            # SQLite's are naive UTC; PostgreSQL's come in the session's time zone
+            value = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
         return value
 
 

@@ -1,4 +1,5 @@
-"""Shared helpers for the unit tests: fake (but complete and checksummed) image builds."""
+"""Shared helpers for the unit tests: fake (but complete and checksummed) image builds, and
+the store on both databases (SQLite, and a throwaway PostgreSQL server: tests/postgres.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from images.manifest import Manifest, describe_artifact
 from images.store import ImageStore, StoredImage
+from tests import postgres
 
 
 def fake_hash(seed: str) -> str:
@@ -75,3 +77,52 @@ def fake_hash_fixture():
 def fake_build():
     """fake_build(directory, name, recipe_hash=None) -> Manifest (see write_fake_build)."""
     return write_fake_build
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test marked ``sqlite_only`` has no PostgreSQL variant."""
+    deselected = [i for i in items if i.get_closest_marker("postgresql") and i.get_closest_marker("sqlite_only")]
+    if deselected:
+        items[:] = [i for i in items if i not in set(deselected)]
+        config.hook.pytest_deselected(items=deselected)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The session's throwaway PostgreSQL server (tests/postgres.py); skipped where
+    PostgreSQL is not installed, a failure instead in CI."""
+    try:
+        server = postgres.Server()
+    except postgres.Unavailable as e:
+        postgres.unavailable(str(e))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def new_postgres_database(postgres_server):
+    """new_postgres_database(migrated=True) -> the URL of a new database on the session's
+    server, at the schema's head (or empty); dropped when the test ends."""
+    urls = []
+
+    def make(migrated: bool = True) -> str:
+        urls.append(postgres_server.create_database(migrated))
+        return urls[-1]
+
+    yield make
+    for url in urls:
+        postgres_server.drop_database(url)
+
+
+@pytest.fixture(params=postgres.BACKENDS)
+def store_backend(request) -> str:
+    """"sqlite" or "postgresql": the test runs once with each."""
+    return request.param
+
+
+@pytest.fixture
+def store_url(store_backend, tmp_path, request) -> str:
+    """A new, empty store's URL: an SQLite file under tmp_path, or a PostgreSQL database."""
+    if store_backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'c.db'}"
+    return request.getfixturevalue("new_postgres_database")(migrated=False)

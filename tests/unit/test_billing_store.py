@@ -1,8 +1,8 @@
 """The store's side of billing (``computed.billing``): the running stretches that SQL finds
 in the usage events are the ones ``metering.runs`` finds in the same events, so a report
 from the store equals a report from the events, for random EC2-style histories and both
-policies; a report reads without holding SQLite's write lock; the collector pause used by
-reports nests across threads."""
+policies, on SQLite and on PostgreSQL (the ``pg`` variants); a report reads without holding
+SQLite's write lock; the collector pause used by reports nests across threads."""
 
 from __future__ import annotations
 
@@ -26,15 +26,23 @@ from computed.clock import FakeClock
 from computed.db import Database
 from computed.gc_pause import paused_gc
 from computed.models import UsageEvent
+from tests.postgres import BACKENDS
 from tests.unit.test_metering import BASE, FEW, POLICIES, PROPERTY, WHOLE, at, histories, history, periods
 
 
 ADMIN = Caller("000000000000", "admin", admin=True)
 
 
-@pytest.fixture(scope="module")
-def db(tmp_path_factory):
-    database = Database(f"sqlite:///{tmp_path_factory.mktemp('billing')}/store.sqlite")
+@pytest.fixture(scope="module", params=BACKENDS)
+def db(request, tmp_path_factory):
+    """One store for the module (the property tests replace its events in each example)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('billing')}/store.sqlite"
+    else:
+        server = request.getfixturevalue("postgres_server")
+        url = server.create_database()
+        request.addfinalizer(lambda: server.drop_database(url))
+    database = Database(url)
     yield database
     database.dispose()
 
@@ -141,6 +149,7 @@ def test_runs_must_come_grouped_by_instance():
         metering.report_runs(shuffled, *WHOLE, "hourly", at(12))
 
 
+@pytest.mark.sqlite_only
 def test_a_report_does_not_hold_the_write_lock(db):
     store(db, history(("pending", at(9)), ("running", at(10))))
     path = db.engine.url.database

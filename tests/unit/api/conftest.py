@@ -83,11 +83,16 @@ def free_ports():
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, store_backend: str, request) -> Settings:
+    """The service's settings; its store is SQLite under tmp_path, or (the ``pg`` variant of
+    every test that uses them) a new database on the session's PostgreSQL server."""
+    store = {}
+    if store_backend == "postgresql":
+        store["database_url"] = request.getfixturevalue("new_postgres_database")()
     low, high = find_free_ports(100)  # a window unlikely to collide with a parallel run
     # the test driver's host has 16 CPUs and 3 GiB: room for 24 t3.micro with this overcommit
     return Settings.load({"COMPUTED_VAR_DIR": str(tmp_path)}, libvirt_uri=TEST_URI, ssh_ports=(low, high),
-                         boot_timeout=5, stop_timeout=2, workers=2, memory_overcommit=8.0)
+                         boot_timeout=5, stop_timeout=2, workers=2, memory_overcommit=8.0, **store)
 
 
 @pytest.fixture

@@ -1,14 +1,16 @@
-"""The store: schema upgrades with Alembic, SQLite pragmas, and aware UTC datetimes."""
+"""The store: schema upgrades with Alembic, SQLite pragmas, and aware UTC datetimes. A test
+that takes ``store_url`` runs on SQLite and on PostgreSQL (its ``pg`` variant)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import threading
 
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import exc, select, text
+from sqlalchemy import exc, inspect, select, text
 from sqlalchemy.orm import Session
 
 from computed.db import MIGRATIONS, Database, make_engine
@@ -25,6 +27,7 @@ def raw(path, sql):
         return conn.execute(sql).fetchall()
 
 
+@pytest.mark.sqlite_only
 def test_upgrade_once_and_idempotent(tmp_path):
     path = tmp_path / "nested" / "dir" / "computed.db"  # the parent is created
     url = f"sqlite:///{path}"
@@ -45,6 +48,23 @@ def test_upgrade_once_and_idempotent(tmp_path):
         second.dispose()
 
 
+def test_upgrade_on_either_store(store_url):
+    """The migrations make the same tables on SQLite and PostgreSQL, once."""
+    first = Database(store_url)
+    with first.session() as s:
+        s.add(KeyPair(name="kept", key_type="ssh-ed25519", public_key="ssh-ed25519 AAAA", fingerprint="SHA256:x"))
+    first.dispose()
+    second = Database(store_url)  # upgrades nothing: same version, data intact
+    try:
+        with second.reading() as s:
+            assert s.scalars(text("SELECT version_num FROM alembic_version")).all() == [HEAD]
+            assert [k.name for k in s.scalars(select(KeyPair))] == ["kept"]
+        assert set(inspect(second.engine).get_table_names()) == EXPECTED_TABLES
+    finally:
+        second.dispose()
+
+
+@pytest.mark.sqlite_only
 def test_sqlite_pragmas(tmp_path):
     db = Database(f"sqlite:///{tmp_path / 'c.db'}")
     try:
@@ -57,8 +77,8 @@ def test_sqlite_pragmas(tmp_path):
         db.dispose()
 
 
-def test_session_rolls_back_on_error(tmp_path):
-    db = Database(f"sqlite:///{tmp_path / 'c.db'}")
+def test_session_rolls_back_on_error(store_url):
+    db = Database(store_url)
     try:
         with pytest.raises(RuntimeError), db.session() as s:
             s.add(KeyPair(name="gone", key_type="t", public_key="p", fingerprint="f"))
@@ -66,6 +86,38 @@ def test_session_rolls_back_on_error(tmp_path):
             raise RuntimeError("abort")
         with db.session() as s:
             assert s.scalars(select(KeyPair)).all() == []
+    finally:
+        db.dispose()
+
+
+def test_writers_take_turns_and_readers_do_not_wait(store_url):
+    """A writing transaction runs alone (the code checks, then changes); one that reads sees
+    one snapshot and waits for no writer."""
+    db = Database(store_url)
+    entered = threading.Event()
+
+    def second_writer():
+        with db.session() as s:
+            s.add(KeyPair(name="second", key_type="t", public_key="p", fingerprint="f"))
+            s.flush()  # the transaction begins at its first statement
+            entered.set()
+
+    try:
+        with db.reading() as reader:
+            assert reader.scalars(select(KeyPair.name)).all() == []
+            with db.session() as s:
+                s.add(KeyPair(name="first", key_type="t", public_key="p", fingerprint="f"))
+                s.flush()
+                thread = threading.Thread(target=second_writer)
+                thread.start()
+                assert not entered.wait(0.5), "a second writer got in while the first was open"
+                with db.reading() as other:  # a reader does not wait for the writer
+                    assert other.scalars(select(KeyPair.name)).all() == []
+            assert entered.wait(10), "the second writer did not get in after the first"
+            thread.join(10)
+            assert reader.scalars(select(KeyPair.name)).all() == []  # still its snapshot
+        with db.reading() as s:
+            assert sorted(s.scalars(select(KeyPair.name))) == ["first", "second"]
     finally:
         db.dispose()
 
@@ -78,8 +130,8 @@ def instance(**changes) -> Instance:
     return Instance(**(values | changes))
 
 
-def test_deleting_an_instance_deletes_its_tags(tmp_path):
-    db = Database(f"sqlite:///{tmp_path / 'c.db'}")
+def test_deleting_an_instance_deletes_its_tags(store_url):
+    db = Database(store_url)
     try:
         with db.session() as s:
             s.add(instance(tags=[Tag(key="a", value="1"), Tag(key="b", value="2")]))
@@ -91,10 +143,10 @@ def test_deleting_an_instance_deletes_its_tags(tmp_path):
         db.dispose()
 
 
-def test_a_client_token_names_one_launch(tmp_path):
+def test_a_client_token_names_one_launch(store_url):
     """0004: (owner, client_token, launch_index) is unique; launches that raced for one
     token before it keep their instances, and one reservation (the lowest id) the token."""
-    url = f"sqlite:///{tmp_path / 'c.db'}"
+    url = store_url
     engine = make_engine(url)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
@@ -123,8 +175,8 @@ def test_a_client_token_names_one_launch(tmp_path):
 
 
 class TestUtcDateTime:
-    def test_naive_datetimes_are_refused(self, tmp_path):
-        db = Database(f"sqlite:///{tmp_path / 'c.db'}")
+    def test_naive_datetimes_are_refused(self, store_url):
+        db = Database(store_url)
         try:
             with pytest.raises(exc.StatementError) as excinfo, db.session() as s:
                 s.add(KeyPair(name="n", key_type="t", public_key="p", fingerprint="f",
@@ -136,8 +188,8 @@ class TestUtcDateTime:
         finally:
             db.dispose()
 
-    def test_aware_in_aware_utc_out(self, tmp_path):
-        db = Database(f"sqlite:///{tmp_path / 'c.db'}")
+    def test_aware_in_aware_utc_out(self, store_url, tmp_path):
+        db = Database(store_url)
         plus_two = dt.timezone(dt.timedelta(hours=2))
         when = dt.datetime(2024, 6, 1, 14, 30, 15, 123456, tzinfo=plus_two)
         try:
@@ -149,8 +201,15 @@ class TestUtcDateTime:
             assert got == when
             assert got.tzinfo == dt.UTC and got.utcoffset() == dt.timedelta(0)
             assert (got.hour, got.minute) == (12, 30)
-            # stored as naive UTC text in SQLite
-            assert raw(tmp_path / "c.db", "SELECT created_at FROM key_pairs")[0][0].startswith("2024-06-01 12:30:15")
+            if db.engine.dialect.name == "sqlite":  # stored as naive UTC text
+                assert raw(tmp_path / "c.db", "SELECT created_at FROM key_pairs")[0][0].startswith("2024-06-01 12:30:15")
+            else:  # a timestamptz, whatever the session's time zone
+                with db.session() as s:
+                    s.execute(text("SET LOCAL TIME ZONE 'Asia/Tokyo'"))
+                    assert s.scalar(text("SELECT created_at AT TIME ZONE 'UTC' FROM key_pairs")) == \
+                        dt.datetime(2024, 6, 1, 12, 30, 15, 123456)
+                    got = s.scalar(select(KeyPair.created_at))
+                    assert got == when and got.tzinfo is dt.UTC
             # comparisons in SQL are between UTC values
             with db.session() as s:
                 cutoff = dt.datetime(2024, 6, 1, 13, 0, tzinfo=plus_two)  # 11:00 UTC
@@ -158,8 +217,8 @@ class TestUtcDateTime:
         finally:
             db.dispose()
 
-    def test_default_is_now_in_utc(self, tmp_path):
-        db = Database(f"sqlite:///{tmp_path / 'c.db'}")
+    def test_default_is_now_in_utc(self, store_url):
+        db = Database(store_url)
         try:
             before = dt.datetime.now(dt.UTC)
             with db.session() as s:
@@ -182,3 +241,6 @@ class TestUtcDateTime:
         back = t.process_result_value(dt.datetime(2024, 1, 1), sqlite.dialect())
         assert back == dt.datetime(2024, 1, 1, tzinfo=dt.UTC) and back.tzinfo == dt.UTC
         assert t.process_result_value(None, sqlite.dialect()) is None
+        tokyo = dt.datetime(2024, 1, 1, 9, tzinfo=dt.timezone(dt.timedelta(hours=9)))  # a session's time zone
+        back = t.process_result_value(tokyo, postgresql.dialect())
+        assert back == dt.datetime(2024, 1, 1, 0, tzinfo=dt.UTC) and back.tzinfo is dt.UTC
