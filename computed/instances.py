@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from images.store import ImageStore
 
+from . import page_token
 from .db import Database
 from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, InstanceIdMalformed, InstanceLimitExceeded,
                      InstanceNotFound, InsufficientInstanceCapacity, InvalidImageNotFound, InvalidKeyPairNotFound,
@@ -40,7 +41,6 @@ MAX_COUNT = 20
 MAX_TAGS = 50
 TAG_KEY = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,128}")
 TAG_VALUE = re.compile(r"[^\x00-\x1f\x7f-\x9f]{0,256}")
-MAX_OFFSET = 1 << 40
 #: tag keys only the service sets (like AWS's aws: tags: listed, not editable)
 RESERVED_TAG_PREFIXES = ("aws:", "computed:")
 
@@ -269,7 +269,7 @@ class Instances:
 
     def describe(self, caller: Caller, flt: InstanceFilter = InstanceFilter(), limit: int = 100,
                  next_token: str | None = None) -> tuple[list[Instance], str | None]:
-        offset = _decode_token(next_token)
+        offset = page_token.decode(next_token)
         q = select(Instance).where(or_(Instance.state != "terminated", Instance.terminated_at.is_(None),
                                        Instance.terminated_at >= self._retention_cutoff()))
         if caller.scope is not None:
@@ -296,7 +296,7 @@ class Instances:
         with self.db.reading() as s:
             rows = list(s.scalars(q.offset(offset).limit(limit + 1)))
         more = len(rows) > limit
-        return rows[:limit], _encode_token(offset + limit) if more else None
+        return rows[:limit], page_token.encode(offset + limit) if more else None
 
     def console(self, caller: Caller, instance_id: str) -> tuple[Instance, str]:
         inst = self.get(caller, instance_id)
@@ -432,20 +432,3 @@ def check_instance_id(instance_id: str) -> str:
 
 def not_found(instance_id: str) -> InstanceNotFound:
     return InstanceNotFound(f"the instance {instance_id} does not exist")
-
-
-def _encode_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode().rstrip("=")
-
-
-def _decode_token(token: str | None) -> int:
-    if not token:
-        return 0
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        offset = data["o"]
-        if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_OFFSET:
-            raise ValueError
-        return offset
-    except (ValueError, KeyError, TypeError):
-        raise InvalidParameterValue("next_token is not one this service gave out") from None

@@ -4,15 +4,10 @@ values with ``*`` and ``?`` wildcards. Instances are paged and filtered by the c
 
 from __future__ import annotations
 
-import base64
-import binascii
 import fnmatch
-import json
 from collections.abc import Iterable, Sequence
 
-from computed.errors import InvalidParameterValue
-
-MAX_OFFSET = 1 << 40
+from computed import page_token
 
 
 def matches(value, patterns: Iterable[str] | None) -> bool:
@@ -23,24 +18,9 @@ def matches(value, patterns: Iterable[str] | None) -> bool:
     return any(fnmatch.fnmatchcase(text, p) for p in patterns)
 
 
-def _encode(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode().rstrip("=")
-
-
-def _decode(token: str) -> int:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        offset = data["o"]
-        if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_OFFSET:
-            raise ValueError
-        return offset
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise InvalidParameterValue("The NextToken is not one this service gave out") from None
-
-
 def page(items: Sequence, max_results: int | None, token: str | None) -> tuple[list, str | None]:
-    offset = _decode(token) if token else 0
+    offset = page_token.decode(token, "The NextToken")
     if max_results is None:
         return list(items[offset:]), None
     end = offset + max_results
-    return list(items[offset:end]), _encode(end) if end < len(items) else None
+    return list(items[offset:end]), page_token.encode(end) if end < len(items) else None

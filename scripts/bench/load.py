@@ -256,29 +256,6 @@ def _run_client(client: Client, deadline: float) -> None:
 
 # -- the service (in this process) -------------------------------------------------------------
 
-def publish_image(store, name: str = IMAGE) -> None:
-    """A fake build of NAME whose disk is a real, tiny qcow2 (launching layers on it), as
-    tests/unit/test_cli_client.py publishes it."""
-    from images.manifest import Manifest, describe_artifact
-
-    with store.lock(name), store.staging(name) as staging:
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(staging / "disk.qcow2"), "64M"], check=True)
-        (staging / "vmlinuz").write_bytes(b"fake kernel")
-        (staging / "initrd.img").write_bytes(b"fake initrd")
-        (staging / "packages.txt").write_bytes(b"podman\t4.3.1+ds1-8+deb12u1\n")
-        files = {"disk": "disk.qcow2", "kernel": "vmlinuz", "initrd": "initrd.img", "packages": "packages.txt"}
-        Manifest(
-            name=name, version="1.0.0", description="a fake image", recipe_hash="sha256:" + "ab" * 32,
-            built_at="2024-01-01T00:00:00Z", build_seconds=1.0, suite="bookworm", architecture="amd64",
-            boot="fast", kernel_version="6.1.0-test-cloud-amd64", kernel_cmdline="root=/dev/vda",
-            default_user="debian",
-            container_engine={"name": "podman", "package": "podman", "version": "4.3.1+ds1-8+deb12u1"},
-            container_image="computed/busybox:latest", packages_installed=1,
-            artifacts={role: describe_artifact(staging / f) for role, f in files.items()},
-        ).write(staging)
-        store.publish(staging)
-
-
 def free_port_range(size: int, rnd: random.Random) -> tuple[int, int]:
     """SIZE consecutive ports below Linux's ephemeral range (so client connections never take
     one), the first and last of them free now."""
@@ -428,15 +405,6 @@ def audit(svc, results: list[dict]) -> tuple[list[str], list[str]]:
     return problems, facts
 
 
-def shutdown(server, thread, svc) -> None:
-    server.task_dispatcher.shutdown()
-    server.close()
-    for channel in list(server._map.values()):
-        channel.close()
-    thread.join(timeout=5)
-    svc.close()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=16, help="concurrent API clients")
@@ -459,12 +427,12 @@ def main() -> int:
 
     import logging
 
-    import waitress
-
     from api.app import create_app
     from computed.accounts import Caller
     from computed.settings import Settings
     from images.store import ImageStore
+    from tests.fakes import publish_with_disk
+    from tests.http_server import ThreadedServer
 
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" is the point here
     rnd = random.Random(args.seed)
@@ -479,17 +447,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="computed-load-") as tmp:
         settings = Settings.load(environ={}, var_dir=Path(tmp), libvirt_uri="test:///default", ssh_ports=ports,
                                  api_threads=args.threads, **raised)
-        publish_image(ImageStore(settings.image_store))
+        publish_with_disk(ImageStore(settings.image_store), IMAGE)
         app = create_app(settings)
         svc = app.extensions["computed"]
-        server = waitress.create_server(app, host="127.0.0.1", port=0, threads=args.threads)
-        thread = threading.Thread(target=server.run, name="api", daemon=True)
-        thread.start()
+        server = ThreadedServer(app, threads=args.threads)
         try:
-            return run(args, svc, f"http://127.0.0.1:{server.effective_port}", processes, accounts, ports, raised,
+            return run(args, svc, server.url, processes, accounts, ports, raised,
                        Caller("000000000000", "load-admin", admin=True))
         finally:
-            shutdown(server, thread, svc)
+            server.close()
+            svc.close()
 
 
 def run(args, svc, url: str, processes: int, accounts: int, ports: tuple[int, int], raised: dict, admin) -> int:

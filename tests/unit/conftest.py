@@ -1,46 +1,14 @@
-"""Shared helpers for the unit tests: fake (but complete and checksummed) image builds, and
+"""Shared fixtures for the unit tests: fake (but complete and checksummed) image builds
+(tests/fakes.py), and
 the store on both databases (SQLite, and a throwaway PostgreSQL server: tests/postgres.py)."""
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import pytest
 
-from images.manifest import Manifest, describe_artifact
 from images.store import ImageStore, StoredImage
 from tests import postgres
-
-
-def fake_hash(seed: str) -> str:
-    """A recipe hash ("sha256:" + 64 hex digits) derived from SEED."""
-    return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
-
-
-def write_fake_build(directory: Path, name: str = "testimg", recipe_hash: str | None = None,
-                     version: str = "1.0.0") -> Manifest:
-    """Small artifact files and their manifest in DIRECTORY, as a real build leaves them."""
-    recipe_hash = recipe_hash or fake_hash(name)
-    files = {
-        "disk": ("disk.qcow2", b"QFI\xfb fake disk for " + name.encode()),
-        "kernel": ("vmlinuz", b"fake kernel"),
-        "initrd": ("initrd.img", b"fake initrd"),
-        "packages": ("packages.txt", b"podman\t4.3.1+ds1-8+deb12u1\n"),
-    }
-    for file, content in files.values():
-        (directory / file).write_bytes(content)
-    manifest = Manifest(
-        name=name, version=version, description="a fake image", recipe_hash=recipe_hash,
-        built_at="2024-01-01T00:00:00Z", build_seconds=1.0, suite="bookworm", architecture="amd64",
-        boot="fast", kernel_version="6.1.0-test-cloud-amd64", kernel_cmdline="root=/dev/vda",
-        default_user="debian",
-        container_engine={"name": "podman", "package": "podman", "version": "4.3.1+ds1-8+deb12u1"},
-        container_image="computed/busybox:latest", packages_installed=1,
-        artifacts={role: describe_artifact(directory / file) for role, (file, _) in files.items()},
-    )
-    manifest.write(directory)
-    return manifest
+from tests.fakes import fake_hash, write_fake_build
 
 
 @pytest.fixture

@@ -15,8 +15,6 @@ import json
 import os
 import re
 import stat
-import subprocess
-import threading
 from pathlib import Path
 
 import click
@@ -31,10 +29,10 @@ from computed.cli import cli, credentials
 from computed.db import Database
 from computed.secret_box import SecretBox
 from computed.settings import Settings
-from images.manifest import describe_artifact
 from images.store import ImageStore
 from tests.unit.api.conftest import find_free_ports
-from tests.unit.conftest import write_fake_build
+from tests.fakes import publish_with_disk
+from tests.http_server import ThreadedServer
 
 ACCESS_KEY_ID = re.compile(r"AKCD[A-Z2-7]{16}")
 CREDENTIAL_FIELDS = {"account_id", "name", "admin", "access_key_id", "secret_access_key"}
@@ -305,16 +303,6 @@ def test_falls_back_to_the_admin_file_then_explains(find, tmp_path, var):
 IMAGE = "debian-12-podman"
 
 
-def publish_image(store: ImageStore) -> None:
-    """A fake build whose disk is a real, tiny qcow2 (launching layers a disk on it)."""
-    with store.lock(IMAGE), store.staging(IMAGE) as staging:
-        manifest = write_fake_build(staging, IMAGE)
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(staging / "disk.qcow2"), "64M"], check=True)
-        manifest.artifacts["disk"] = describe_artifact(staging / "disk.qcow2", virtual_size=64 << 20)
-        manifest.write(staging)
-        store.publish(staging)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """(base URL, state directory, {name: credentials dict}): the API under waitress on a
@@ -324,17 +312,15 @@ def server(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:  # a throw-away store: skip publish's fsyncs
         patch.setattr(images.store, "_fsync_tree", lambda path: None)
         patch.setattr(images.store, "_fsync_dir", lambda path: None)
-        publish_image(ImageStore(settings.image_store))
+        publish_with_disk(ImageStore(settings.image_store), IMAGE)
     app = create_app(settings)
     service = app.extensions["computed"]
     accounts = {"admin": service.accounts.bootstrap(var / ADMIN_CREDENTIALS_FILE).to_dict(),
                 "alice": service.accounts.create("alice").to_dict(),
                 "bob": service.accounts.create("bob").to_dict()}
-    httpd = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=httpd.run, name="api", daemon=True)
-    thread.start()
+    httpd = ThreadedServer(app)
     try:
-        yield f"http://127.0.0.1:{httpd.effective_port}", var, accounts
+        yield httpd.url, var, accounts
     finally:
         admin = Caller(accounts["admin"]["account_id"], "admin", admin=True)
         rows, _ = service.instances.describe(admin, limit=1000)
@@ -342,11 +328,7 @@ def server(tmp_path_factory):
             if inst.state not in ("terminated", "shutting-down"):
                 service.instances.terminate(admin, inst.id)
         service.worker.idle(timeout=10)
-        httpd.task_dispatcher.shutdown()
         httpd.close()
-        for channel in list(httpd._map.values()):
-            channel.close()
-        thread.join(timeout=5)
         service.close()
 
 

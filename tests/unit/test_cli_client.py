@@ -24,7 +24,6 @@ import time
 import paramiko
 import pytest
 import requests
-import waitress
 from click.testing import CliRunner
 from sqlalchemy import select as sql_select
 
@@ -33,8 +32,9 @@ from computed import ssh as computed_ssh
 from computed.accounts import Caller
 from computed.cli import cli
 from computed.settings import Settings
-from images.manifest import Manifest, describe_artifact
 from images.store import ImageStore
+from tests.fakes import publish_with_disk
+from tests.http_server import ThreadedServer
 
 IMAGE = "debian-12-podman"
 #: sees every account's instances: for cleaning up behind the tests
@@ -52,27 +52,6 @@ def auth() -> tuple[str, str]:
     return CREDENTIALS["access_key_id"], CREDENTIALS["secret_access_key"]
 
 
-def publish_image(store: ImageStore, name: str = IMAGE) -> None:
-    """A fake build of NAME (as tests/unit/conftest.py's publish_fake) whose disk is a real,
-    tiny qcow2: launching runs ``qemu-img create -b`` on it."""
-    with store.lock(name), store.staging(name) as staging:
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(staging / "disk.qcow2"), "64M"], check=True)
-        (staging / "vmlinuz").write_bytes(b"fake kernel")
-        (staging / "initrd.img").write_bytes(b"fake initrd")
-        (staging / "packages.txt").write_bytes(b"podman\t4.3.1+ds1-8+deb12u1\n")
-        files = {"disk": "disk.qcow2", "kernel": "vmlinuz", "initrd": "initrd.img", "packages": "packages.txt"}
-        Manifest(
-            name=name, version="1.0.0", description="a fake image", recipe_hash="sha256:" + "ab" * 32,
-            built_at="2024-01-01T00:00:00Z", build_seconds=1.0, suite="bookworm", architecture="amd64",
-            boot="fast", kernel_version="6.1.0-test-cloud-amd64", kernel_cmdline="root=/dev/vda",
-            default_user="debian",
-            container_engine={"name": "podman", "package": "podman", "version": "4.3.1+ds1-8+deb12u1"},
-            container_image="computed/busybox:latest", packages_installed=1,
-            artifacts={role: describe_artifact(staging / f) for role, f in files.items()},
-        ).write(staging)
-        store.publish(staging)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -86,15 +65,13 @@ def server(tmp_path_factory):
     low = free_port() // 100 * 100 % 20000 + 40000  # a range away from the default 42200-42999
     settings = Settings.load(environ={}, var_dir=var, libvirt_uri="test:///default", ssh_ports=(low, low + 99),
                              memory_overcommit=8.0)  # the test driver's host has 3 GiB
-    publish_image(ImageStore(settings.image_store))
+    publish_with_disk(ImageStore(settings.image_store), IMAGE)
     app = create_app(settings)
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, name="api", daemon=True)
-    thread.start()
+    server = ThreadedServer(app)
     service = app.extensions["computed"]
     CREDENTIALS.update(service.accounts.create("cli").to_dict())
     try:
-        yield f"http://127.0.0.1:{server.effective_port}", service
+        yield server.url, service
     finally:
         # leave no domains behind in the process-wide test:///default host
         rows, _ = service.instances.describe(ADMIN, limit=1000)
@@ -102,11 +79,7 @@ def server(tmp_path_factory):
             if inst.state not in ("terminated", "shutting-down"):
                 service.instances.terminate(ADMIN, inst.id)
         service.worker.idle(timeout=10)
-        server.task_dispatcher.shutdown()
         server.close()
-        for channel in list(server._map.values()):
-            channel.close()
-        thread.join(timeout=5)
         service.close()
 
 

@@ -4,16 +4,15 @@ thread), over libvirtd (qemu:///system) and the images built by the project."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from pathlib import Path
 
 import libvirt
 import requests
-import waitress
 
 from api.app import create_app
 from computed.settings import Settings
+from tests.http_server import ThreadedServer
 
 
 class RunningService:
@@ -24,10 +23,8 @@ class RunningService:
         self.service = self.app.extensions["computed"]
         creds = self.service.accounts.create("vm-tests")
         self.auth = (creds.access_key_id, creds.secret_access_key)
-        self.server = waitress.create_server(self.app, host="127.0.0.1", port=0, threads=4)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self._thread = threading.Thread(target=self.server.run, daemon=True)
-        self._thread.start()
+        self.server = ThreadedServer(self.app)
+        self.url = self.server.url
 
     def call(self, method: str, path: str, expect: int | tuple[int, ...] = (200, 201, 202, 204), **kw):
         kw.setdefault("auth", self.auth)
@@ -58,7 +55,6 @@ class RunningService:
         return self.wait(instance_id, lambda i: i["state"]["name"] == state, timeout, state)
 
     def close(self) -> None:
-        self.server.task_dispatcher.shutdown()  # else its threads outlive the socket
         self.server.close()
         self.service.close()
 

@@ -8,12 +8,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-import waitress
+
+from tests.http_server import ThreadedServer
 
 AWS = Path(sys.executable).with_name("aws")
 
@@ -22,17 +22,8 @@ AWS = Path(sys.executable).with_name("aws")
 def endpoint(make_app):
     """(URL, Service) of the app served by waitress from a thread."""
     app = make_app()
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
-    thread = threading.Thread(target=server.run, name="api", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.effective_port}/", app.extensions["computed"]
-    finally:
-        server.task_dispatcher.shutdown()
-        server.close()
-        for channel in list(server._map.values()):
-            channel.close()
-        thread.join(timeout=5)
+    with ThreadedServer(app) as server:
+        yield f"{server.url}/", app.extensions["computed"]
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import pytest
 import requests
-import waitress
 from sqlalchemy import select
 
 from computed.errors import IdempotentParameterMismatch
@@ -21,6 +20,7 @@ from computed.models import Instance, UsageEvent
 from computed.service import Service
 from computed.settings import Settings, SettingsError
 
+from tests.http_server import ThreadedServer
 from tests.unit.api.conftest import DOMAIN_PREFIX, IMAGE
 
 AT_ONCE = 50
@@ -44,20 +44,13 @@ def serve(make_app):
 
     def start(**changes) -> Server:
         app = make_app(**changes)
-        server = waitress.create_server(app, host="127.0.0.1", port=0, threads=AT_ONCE)
-        thread = threading.Thread(target=server.run, name="api", daemon=True)
-        thread.start()
-        running.append((server, thread))
-        return Server(f"http://127.0.0.1:{server.effective_port}", app.extensions["computed"],
-                      app.config["TEST_AUTH"])
+        server = ThreadedServer(app, threads=AT_ONCE)
+        running.append(server)
+        return Server(server.url, app.extensions["computed"], app.config["TEST_AUTH"])
 
     yield start
-    for server, thread in running:
-        server.task_dispatcher.shutdown()
+    for server in running:
         server.close()
-        for channel in list(server._map.values()):
-            channel.close()
-        thread.join(timeout=5)
 
 
 def at_once(send, n: int = AT_ONCE) -> list[requests.Response]:
