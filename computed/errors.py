@@ -74,6 +74,24 @@ class InstanceLimitExceeded(ComputedError):
     code, status = "InstanceLimitExceeded", 400
 
 
+class UnauthorizedOperation(ComputedError):
+    """An operation the caller's account may not do (admins only)."""
+    code, status = "UnauthorizedOperation", 403
+
+
+class HostNotFound(ComputedError):
+    code, status = "InvalidHostID.NotFound", 404
+
+
+class InvalidHostDuplicate(ComputedError):
+    code, status = "InvalidHost.Duplicate", 409
+
+
+class HostInUse(ComputedError):
+    """A host that still has instances cannot be removed."""
+    code, status = "InvalidHost.InUse", 409
+
+
 class ServiceUnavailable(ComputedError):
     code, status = "ServiceUnavailable", 503
 

@@ -29,8 +29,10 @@ from .accounts import Caller
 from .keypairs import KeyPairs
 from .lifecycle import USER_STOP, USER_TERMINATE, Lifecycle, set_state
 from .clock import Clock
-from .models import Instance, Tag, UsageEvent
+from .hosts import Hosts, is_local
+from .models import Host, Instance, Tag, UsageEvent
 from .provisioner import Provisioner, port_is_free
+from .scheduler import Scheduler
 from .settings import Settings
 from .sizes import Size, SizeCatalog
 
@@ -105,8 +107,10 @@ def check_tags(tags: dict[str, str]) -> dict[str, str]:
 
 class Instances:
     def __init__(self, settings: Settings, db: Database, sizes: SizeCatalog, keypairs: KeyPairs,
-                 images: ImageStore, provisioner: Provisioner, lifecycle: Lifecycle, clock: Clock):
+                 images: ImageStore, hosts: Hosts, provisioner: Provisioner, lifecycle: Lifecycle, clock: Clock):
         self.clock = clock
+        self.hosts = hosts
+        self.scheduler = Scheduler(settings)
         self.settings = settings
         self.db = db
         self.sizes = sizes
@@ -114,16 +118,15 @@ class Instances:
         self.images = images
         self.provisioner = provisioner
         self.lifecycle = lifecycle
-        self._host_size: tuple[int, int] | None = None
 
     # -- launch ------------------------------------------------------------------------
 
     def run(self, caller: Caller, req: LaunchRequest) -> tuple[list[Instance], bool]:
         """Create REQ's instances as pending and start launching them; (instances, created).
         A client token already used with the same request returns that request's instances.
-        The token, the account's limits and the host's room are checked in the transaction
-        that inserts, so concurrent launches can neither repeat a request nor together
-        exceed a limit."""
+        The token, the account's limits and the scheduler's placement (``scheduler``) are
+        decided in the transaction that inserts, so concurrent launches can neither repeat a
+        request nor together exceed a limit or a host's room."""
         if not 1 <= req.count <= MAX_COUNT:
             raise InvalidParameterValue(f"count must be between 1 and {MAX_COUNT}")
         if req.user_data is not None and len(req.user_data) > MAX_USER_DATA:
@@ -146,19 +149,19 @@ class Instances:
             key = self.keypairs.find(caller, req.key_name)
             if key is None:
                 raise InvalidKeyPairNotFound(f"the key pair {req.key_name!r} does not exist")
-        self.provisioner.host.ping()  # ServiceUnavailable (503) while libvirt cannot be reached
-        host = self._host()
+        self.hosts.check_usable()  # ServiceUnavailable (503) while no host can be reached
         try:
             with self.db.session() as s:
                 _one_launch_at_a_time(s)
                 if req.client_token and (earlier := self._earlier(s, caller, req.client_token, fingerprint)):
                     return earlier, False
-                self._check_room(s, caller, size, req.count, host)
-                ports = self._free_ports(s, req.count)
+                self._check_limits(s, caller, size, req.count)
+                placed = self.scheduler.place(s, size, image, req.count)
+                endpoints = self._free_ports(s, placed)
                 reservation = new_id("r")
                 now = self.clock.now()
                 created = []
-                for index, port in enumerate(ports):
+                for index, (host, port) in enumerate(zip(placed, endpoints)):
                     instance_id = new_id("i")
                     inst = Instance(
                         id=instance_id, reservation_id=reservation, owner=caller.account_id, launch_index=index,
@@ -168,8 +171,8 @@ class Instances:
                         image=image.name, image_version=image.manifest.version, image_path=str(image.path),
                         key_name=key.name if key else None, public_key=key.public_key if key else None,
                         user_data=req.user_data, client_token=req.client_token, request_hash=fingerprint,
-                        host_uri=self.provisioner.host.uri, domain_name=f"computed-{instance_id}",
-                        ssh_host=self.settings.ssh_host, ssh_port=port, ready_ssh=False, ready_engine=False,
+                        host=host.name, host_uri=host.uri, domain_name=f"computed-{instance_id}",
+                        ssh_host=host.address, ssh_port=port, ready_ssh=False, ready_engine=False,
                         launch_time=now, state_changed_at=now,
                         tags=[Tag(key=k, value=v) for k, v in sorted(req.tags.items())])
                     s.add(inst)
@@ -197,55 +200,41 @@ class Instances:
             raise IdempotentParameterMismatch("this client_token was used with other parameters; use a new token")
         return earlier
 
-    def _host(self) -> tuple[int, int]:
-        """The libvirt host's (CPUs, memory MiB), asked once (ServiceUnavailable while it
-        cannot be reached)."""
-        if self._host_size is None:
-            _, memory_mib, cpus, *_ = self.provisioner.host.conn().getInfo()
-            self._host_size = (cpus, memory_mib)
-        return self._host_size
-
-    def _check_room(self, s: Session, caller: Caller, size: Size, count: int, host: tuple[int, int]) -> None:
-        """COUNT instances of SIZE fit the account's limits (else InstanceLimitExceeded) and
-        the host's CPUs and memory times their overcommit ratios (else
-        InsufficientInstanceCapacity). Every instance not terminated counts: a stopped one
-        keeps its place, so starting it again never lacks room."""
-        def in_use(*where) -> tuple[int, int, int]:
-            return tuple(s.execute(select(func.count(), func.coalesce(func.sum(Instance.vcpus), 0),
-                                          func.coalesce(func.sum(Instance.memory_mib), 0))
-                                   .where(Instance.state != "terminated", *where)).one())
-
+    def _check_limits(self, s: Session, caller: Caller, size: Size, count: int) -> None:
+        """COUNT instances of SIZE fit the account's limits (else InstanceLimitExceeded).
+        Every instance not terminated counts: a stopped one keeps its place."""
+        used = s.execute(select(func.count(), func.coalesce(func.sum(Instance.vcpus), 0),
+                                func.coalesce(func.sum(Instance.memory_mib), 0))
+                         .where(Instance.state != "terminated", Instance.owner == caller.account_id)).one()
         wanted = (count, size.vcpus * count, size.memory_mib * count)
         limits = (self.settings.account_max_instances, self.settings.account_max_vcpus,
                   self.settings.account_max_memory_mib)
-        for what, limit, used, more in zip(("instances", "vCPUs", "MiB of memory"), limits,
-                                           in_use(Instance.owner == caller.account_id), wanted):
-            if limit is not None and used + more > limit:
-                raise InstanceLimitExceeded(f"the account's limit is {limit} {what}: {used} in use, {more} requested "
-                                            "(instances count until they are terminated)")
-        _, vcpus, memory_mib = in_use(Instance.host_uri == self.provisioner.host.uri)
-        for what, have, ratio, used, more in (("vCPUs", host[0], self.settings.cpu_overcommit, vcpus, wanted[1]),
-                                              ("MiB of memory", host[1], self.settings.memory_overcommit,
-                                               memory_mib, wanted[2])):
-            room = int(have * ratio)
-            if used + more > room:
-                raise InsufficientInstanceCapacity(
-                    f"the host has room for {room} {what} ({have} times the overcommit ratio {ratio:g}): "
-                    f"{used} in use, {more} requested")
+        for what, limit, in_use, more in zip(("instances", "vCPUs", "MiB of memory"), limits, used, wanted):
+            if limit is not None and in_use + more > limit:
+                raise InstanceLimitExceeded(f"the account's limit is {limit} {what}: {in_use} in use, {more} "
+                                            "requested (instances count until they are terminated)")
 
-    def _free_ports(self, s: Session, count: int) -> list[int]:
+    def _free_ports(self, s: Session, hosts: list[Host]) -> list[int]:
+        """A free SSH port for an instance on each of HOSTS, on the host's address. A port is
+        taken on an address whichever host holds it (two hosts may be one machine); on a
+        host of this machine it must also be free now."""
         low, high = self.settings.ssh_ports
-        used = set(s.scalars(select(Instance.ssh_port).where(
-            Instance.host_uri == self.provisioner.host.uri, Instance.ssh_host == self.settings.ssh_host,
-            Instance.ssh_port.is_not(None))))
+        taken: dict[str, set[int]] = {}
         ports = []
-        for port in range(low, high + 1):
-            if port not in used and port_is_free(self.settings.ssh_host, port):
-                ports.append(port)
-                if len(ports) == count:
-                    return ports
-        raise InsufficientInstanceCapacity(
-            f"no free SSH port left in {low}-{high} on {self.settings.ssh_host} for {count} instance(s)")
+        for host in hosts:
+            if host.address not in taken:
+                taken[host.address] = set(s.scalars(select(Instance.ssh_port).where(
+                    Instance.ssh_host == host.address, Instance.ssh_port.is_not(None))))
+            used = taken[host.address]
+            local = is_local(host.uri)
+            port = next((p for p in range(low, high + 1)
+                         if p not in used and (not local or port_is_free(host.address, p))), None)
+            if port is None:
+                raise InsufficientInstanceCapacity(
+                    f"no free SSH port left in {low}-{high} on {host.address} (host {host.name})")
+            used.add(port)
+            ports.append(port)
+        return ports
 
     # -- queries -----------------------------------------------------------------------
 
@@ -321,7 +310,9 @@ class Instances:
         Returns (instance, previous state) for each. Stopping a stopped instance, starting a
         running one or terminating a terminated one is no error and changes nothing."""
         allowed, verb, schedule = ACTIONS[action]
-        self.provisioner.host.ping()  # ServiceUnavailable (503) while libvirt cannot be reached
+        with self.db.reading() as s:
+            hosts = {inst.host for inst in self._owned(s, caller, instance_ids) if inst.host}
+        self.hosts.ping(hosts)  # ServiceUnavailable (503) while a host cannot be reached
         with self.db.session() as s:
             found = self._owned(s, caller, instance_ids)
             for inst in found:
@@ -347,8 +338,8 @@ class Instances:
         return self.change(caller, "start", [instance_id])[0][0]
 
     def reboot(self, caller: Caller, instance_id: str) -> Instance:
-        self.get(caller, instance_id)
-        self.provisioner.host.ping()  # ServiceUnavailable (503) while libvirt cannot be reached
+        inst = self.get(caller, instance_id)
+        self.hosts.ping({inst.host})  # ServiceUnavailable (503) while its host cannot be reached
         with self.db.session() as s:
             inst = s.get(Instance, instance_id)
             if inst is None:

@@ -117,11 +117,16 @@ class LibvirtHost:
         """Make sure libvirt answers now (a round trip, reconnecting once if the connection
         died), else ServiceUnavailable: for requests that must not be accepted while the
         host cannot carry them out."""
+        self.capacity()
+
+    def capacity(self) -> tuple[int, int]:
+        """The host's (CPUs, memory in MiB), asked now: a round trip, reconnecting once if
+        the connection died; ServiceUnavailable if the host cannot be reached."""
         for attempt in (1, 2):
             conn = self.conn()
             try:
-                conn.getLibVersion()
-                return
+                _, memory_mib, cpus, *_ = conn.getInfo()
+                return cpus, memory_mib
             except libvirt.libvirtError as e:
                 with self._lock:
                     if self._conn is conn:
@@ -192,9 +197,10 @@ class LibvirtHost:
             return None
         return STATES.get(dom.state()[0], "nostate")
 
-    def our_domains(self, store: str) -> dict[str, tuple[str, str]]:
-        """Instance id -> (domain name, state) of every domain carrying our metadata for
-        STORE (another service's domains on the same host are not ours). Raises
+    def our_domains(self, store: str) -> dict[str, tuple[str, str, str]]:
+        """Instance id -> (domain name, state, the host it was placed on or "") of every
+        domain carrying our metadata for STORE (another service's domains on the same host
+        are not ours; one libvirtd may be two hosts of ours, by two URIs). Raises
         ServiceUnavailable rather than answer with a partial list."""
         found = {}
         conn = self.conn()
@@ -214,7 +220,7 @@ class LibvirtHost:
                         if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                             continue  # undefined meanwhile (a terminate)
                         raise
-                    found[meta["id"]] = (dom.name(), STATES.get(state, "nostate"))
+                    found[meta["id"]] = (dom.name(), STATES.get(state, "nostate"), meta.get("host", ""))
         except libvirt.libvirtError as e:
             with self._lock:
                 if self._conn is conn:  # reconnect next time

@@ -14,7 +14,8 @@ from sqlalchemy.orm import object_session
 from .db import Database
 from .clock import Clock
 from .models import Instance, UsageEvent
-from .provisioner import LaunchError, Provisioner, Undo
+from .provisioner import Provisioner, Undo
+from .storage import LaunchError
 from .settings import Settings
 from .worker import Worker
 
@@ -151,7 +152,7 @@ class Lifecycle:
             if inst is None or inst.state != "running":
                 return
             self.provisioner.reboot(inst)
-            if not self.provisioner.host.uri.startswith("test:"):
+            if not self.provisioner.is_test(inst):
                 time.sleep(2)  # the old boot's sshd may still answer for a moment
         self._readiness(instance_id, first_boot=False)
 
@@ -192,7 +193,7 @@ class Lifecycle:
         container engine ran the preloaded image. A first boot that never answers SSH is
         a failed launch: the instance is terminated with the reason."""
         inst = self._load(instance_id)
-        if inst is None or self.provisioner.host.uri.startswith("test:"):
+        if inst is None or self.provisioner.is_test(inst):
             return  # libvirt's test driver runs no guest that could answer
         deadline = time.monotonic() + self.settings.boot_timeout
         client = self.provisioner.wait_for_ssh(inst, deadline, lambda: self._state(instance_id) == "running")

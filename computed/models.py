@@ -83,6 +83,39 @@ class KeyPair(Base):
     __table_args__ = (UniqueConstraint("owner", "name", name="uq_key_pairs_owner_name"),)
 
 
+class Host(Base):
+    """A libvirt host instances run on. Its capacity is what libvirt last said (getInfo);
+    what is allocated there is summed from its instances, in the transaction that places."""
+    __tablename__ = "hosts"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    uri: Mapped[str] = mapped_column(String(255), unique=True)
+    #: where the instances' forwarded SSH ports are reached (their SSH endpoint's host)
+    address: Mapped[str] = mapped_column(String(255))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: shared: the host sees the image store's paths; copy: images are copied to it (libvirt storage)
+    image_mode: Mapped[str] = mapped_column(String(16), default="shared")
+    #: copy mode: the directory on the host that keeps the copied images and the instances' files
+    storage_dir: Mapped[str | None] = mapped_column(Text)
+    vcpus: Mapped[int | None] = mapped_column(Integer)
+    memory_mib: Mapped[int | None] = mapped_column(Integer)
+    reachable: Mapped[bool] = mapped_column(Boolean, default=False)
+    checked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class HostImage(Base):
+    """An image build copied to a copy-mode host and verified there (sha256 of what the
+    host holds, read back through libvirt)."""
+    __tablename__ = "host_images"
+    host: Mapped[str] = mapped_column(ForeignKey("hosts.name", ondelete="CASCADE"), primary_key=True)
+    #: the build's disk checksum ("sha256:..."): one copy per build, whatever its name
+    disk_sha256: Mapped[str] = mapped_column(String(80), primary_key=True)
+    image: Mapped[str] = mapped_column(String(64))
+    image_version: Mapped[str] = mapped_column(String(32))
+    verified_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
 class Instance(Base):
     __tablename__ = "instances"
     id: Mapped[str] = mapped_column(String(19), primary_key=True)
@@ -110,6 +143,8 @@ class Instance(Base):
     user_data: Mapped[bytes | None] = mapped_column(LargeBinary)
     client_token: Mapped[str | None] = mapped_column(String(64), index=True)
     request_hash: Mapped[str | None] = mapped_column(String(64))
+    #: the host the scheduler placed it on (it stays there through stop and start)
+    host: Mapped[str | None] = mapped_column(String(64), index=True)
     host_uri: Mapped[str] = mapped_column(String(255))
     domain_name: Mapped[str] = mapped_column(String(64))
     ssh_host: Mapped[str | None] = mapped_column(String(255))

@@ -1,18 +1,17 @@
 """What an instance is made of on its host, and the steps that make and unmake it: an
 SSH port on the host, a qcow2 overlay on the image's base disk, a NoCloud seed, a libvirt
-domain. A launch that fails part-way undoes the steps it completed, last first."""
+domain. A launch that fails part-way undoes the steps it completed, last first. Each
+instance is worked on through its own host's connection and storage (``hosts``,
+``storage``)."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import logging
-import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -22,37 +21,14 @@ from images.store import StoredImage
 
 from . import cloudinit, domain_xml, ssh
 from .faults import Faults
+from .hosts import DEFAULT_HOST, Hosts
 from .libvirt_driver import LibvirtHost
 from .management_key import ManagementKey
 from .models import Instance
 from .settings import Settings
+from .storage import InstanceFiles, LaunchError, Seed, SharedStorage, Storage, for_host
 
 log = logging.getLogger(__name__)
-
-
-class LaunchError(RuntimeError):
-    """A launch step failed; ``reason`` is the instance's state reason."""
-
-    def __init__(self, message: str, code: str = "Server.InternalError"):
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass(frozen=True)
-class InstanceFiles:
-    root: Path
-
-    @property
-    def disk(self) -> Path:
-        return self.root / "disk.qcow2"
-
-    @property
-    def seed(self) -> Path:
-        return self.root / "seed.iso"
-
-    @property
-    def console(self) -> Path:
-        return self.root / "console.log"
 
 
 class Undo:
@@ -74,15 +50,36 @@ class Undo:
 
 
 class Provisioner:
-    def __init__(self, settings: Settings, host: LibvirtHost, key: ManagementKey, faults: Faults | None = None):
+    def __init__(self, settings: Settings, hosts: Hosts, key: ManagementKey, faults: Faults | None = None):
         self.settings = settings
-        self.host = host
+        self.hosts = hosts
         self.key = key
         self.faults = faults or Faults()
         self.store = store_id(settings.database_url)
+        self.shared = SharedStorage(settings.instances_dir)
+
+    @property
+    def host(self) -> LibvirtHost:
+        """The connection to the default host (``local``)."""
+        return self.hosts.connection(DEFAULT_HOST)
+
+    def host_of(self, inst: Instance) -> LibvirtHost:
+        """The connection to the host INST was placed on."""
+        return self.hosts.connection(inst.host, inst.host_uri)
+
+    def storage_of(self, inst: Instance) -> Storage:
+        return self.storage(inst.host)
+
+    def storage(self, host_name: str) -> Storage:
+        facts = self.hosts.facts(host_name)
+        if facts.image_mode == "shared":
+            return self.shared
+        return for_host(facts, self.hosts.connection(host_name, facts.uri), self.settings.instances_dir,
+                        self.hosts.db)
 
     def files(self, instance_id: str) -> InstanceFiles:
-        return InstanceFiles(self.settings.instances_dir / instance_id)
+        """Where a shared-storage host keeps the instance's files (this machine's paths)."""
+        return self.shared.files(instance_id)
 
     def image_of(self, inst: Instance) -> StoredImage:
         path = Path(inst.image_path)
@@ -102,74 +99,65 @@ class Provisioner:
     # -- launch --------------------------------------------------------------------------
 
     def create(self, inst: Instance, undo: Undo) -> None:
-        """Disk, seed, domain for INST; then start it. Each step registers its undo."""
+        """Disk, seed, domain for INST on its host; then start it. Each step registers its undo."""
         image = self.image_of(inst)
-        files = self.files(inst.id)
-        files.root.mkdir(parents=True, exist_ok=False)
-        undo.push("instance directory", lambda: shutil.rmtree(files.root, ignore_errors=True))
-        files.root.chmod(0o755)
-        self.faults.point("launch.directory")
-        self._overlay(image, files.disk, inst.disk_gib)
-        self.faults.point("launch.disk")
+        host = self.host_of(inst)
         keys = [k for k in (inst.public_key, self.key.public_openssh) if k]
-        cloudinit.write_seed(files.seed, cloudinit.meta_data(inst.id, inst.id, keys), inst.user_data or b"")
-        files.console.touch()
+        seed = Seed(cloudinit.meta_data(inst.id, inst.id, keys), inst.user_data or b"")
+        paths = self.storage_of(inst).create(inst.id, image, inst.disk_gib, seed, undo, self.faults)
         self.faults.point("launch.seed")
-        domain_type = self.host.domain_type(self.settings.domain_type, image.artifact_path("kernel"),
-                                            image.artifact_path("initrd"), self.settings.instances_dir / ".probe")
+        domain_type = host.domain_type(self.settings.domain_type, paths.kernel, paths.initrd,
+                                       self.settings.instances_dir / ".probe")
         spec = domain_xml.DomainSpec(
             name=inst.domain_name, domain_type=domain_type, vcpus=inst.vcpus, memory_mib=inst.memory_mib,
-            kernel=str(image.artifact_path("kernel")), initrd=str(image.artifact_path("initrd")),
-            cmdline=image.manifest.kernel_cmdline, disk=str(files.disk), seed=str(files.seed),
-            console_log=str(files.console), ssh_host=inst.ssh_host, ssh_port=inst.ssh_port,
+            kernel=paths.kernel, initrd=paths.initrd, cmdline=image.manifest.kernel_cmdline, disk=paths.disk,
+            seed=paths.seed, console_log=paths.console, ssh_host=inst.ssh_host, ssh_port=inst.ssh_port,
             metadata={"id": inst.id, "store": self.store, "owner": inst.owner, "size": inst.size, "image": inst.image,
-                      "image-version": inst.image_version, "reservation": inst.reservation_id})
-        self.host.define(domain_xml.build(spec))
-        undo.push("domain", lambda: self.remove_domain(inst.domain_name))
+                      "image-version": inst.image_version, "reservation": inst.reservation_id,
+                      "host": inst.host or ""})
+        host.define(domain_xml.build(spec))
+        undo.push("domain", lambda: self.remove_domain(inst))
         self.faults.point("launch.defined")
-        self.host.start(inst.domain_name)
+        host.start(inst.domain_name)
         self.faults.point("launch.started")
-
-    def _overlay(self, image: StoredImage, dest: Path, disk_gib: int) -> None:
-        base = image.artifact_path("disk")
-        virtual = image.manifest.artifacts["disk"].get("virtual_size", 0)
-        size = max(disk_gib << 30, virtual)
-        result = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base),
-                                 str(dest), str(size)], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise LaunchError(f"creating the instance's disk failed: {result.stderr.strip()}")
 
     # -- power -------------------------------------------------------------------------
 
     def start(self, inst: Instance) -> None:
-        self.host.start(inst.domain_name)
+        self.host_of(inst).start(inst.domain_name)
 
     def stop(self, inst: Instance) -> bool:
         """ACPI power-off, waiting up to the stop timeout, then pull the plug. True if the
         guest shut down by itself."""
-        self.host.shutdown(inst.domain_name)
-        clean = self.host.wait_for_state(inst.domain_name, "shutoff", self.settings.stop_timeout)
+        host = self.host_of(inst)
+        host.shutdown(inst.domain_name)
+        clean = host.wait_for_state(inst.domain_name, "shutoff", self.settings.stop_timeout)
         if not clean:
-            self.host.destroy(inst.domain_name)
+            host.destroy(inst.domain_name)
         return clean
 
     def reboot(self, inst: Instance) -> None:
-        self.host.reboot(inst.domain_name)
+        self.host_of(inst).reboot(inst.domain_name)
 
     def is_off(self, inst: Instance) -> bool:
-        return self.host.state(inst.domain_name) in ("shutoff", "crashed", None)
+        return self.host_of(inst).state(inst.domain_name) in ("shutoff", "crashed", None)
+
+    def is_test(self, inst: Instance) -> bool:
+        """Whether INST is on libvirt's test driver, where no guest runs that could answer."""
+        return inst.host_uri.startswith("test")
 
     # -- terminate ---------------------------------------------------------------------
 
-    def remove_domain(self, name: str) -> None:
-        self.host.destroy(name)
-        self.host.undefine(name)
+    def remove_domain(self, inst: Instance) -> None:
+        host = self.host_of(inst)
+        host.destroy(inst.domain_name)
+        host.undefine(inst.domain_name)
 
     def destroy(self, inst: Instance) -> None:
         """Everything the instance had on its host: domain, disk, seed, console log."""
-        self.remove_domain(inst.domain_name)
+        self.remove_domain(inst)
         self.faults.point("terminate.domain")
-        shutil.rmtree(self.files(inst.id).root, ignore_errors=True)
+        self.storage_of(inst).remove(inst.id)
         self.faults.point("terminate.files")
 
     # -- readiness -------------------------------------------------------------------------
@@ -196,15 +184,7 @@ class Provisioner:
         return rc == 0, (err or out).strip()[-500:]
 
     def console_output(self, inst: Instance, limit: int = 64 * 1024) -> str:
-        path = self.files(inst.id).console
-        try:
-            with path.open("rb") as f:
-                f.seek(0, 2)
-                size = f.tell()
-                f.seek(max(0, size - limit))
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        return self.storage_of(inst).console(inst.id, limit)
 
 
 def store_id(database_url: str) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import shutil
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -30,9 +29,11 @@ from .clock import Clock
 from .db import Database
 from .instances import INSTANCE_ID
 from .lifecycle import CRASHED, SELF_SHUTDOWN, Lifecycle, set_state
-from .models import Instance, UsageEvent
+from .errors import ServiceUnavailable
+from .models import Host, Instance, UsageEvent
 from .provisioner import Provisioner
 from .settings import Settings
+from .storage import Storage
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -62,30 +63,49 @@ class Reconciler:
         self.settings = settings
         self.db = db
         self.provisioner = provisioner
-        self.host = provisioner.host
+        self.hosts = provisioner.hosts
         self.lifecycle = lifecycle
         self.worker = worker
         self.clock = clock
 
     def run(self, at_start: bool = False) -> Findings:
-        """One pass. Raises ServiceUnavailable (changing nothing) if libvirt cannot be asked."""
+        """One pass over every host that answers; one that does not is skipped (its
+        instances keep their state) and recorded as unreachable. Raises ServiceUnavailable
+        (changing nothing) if no host could be asked."""
         found = Findings()
-        domains = self.host.our_domains(self.provisioner.store)
         with self.db.reading() as s:
-            live = {i.id: i for i in s.scalars(select(Instance).where(Instance.host_uri == self.host.uri,
+            hosts = list(s.scalars(select(Host).order_by(Host.name)))
+        reached, failures = 0, []
+        for host in hosts:
+            try:
+                self._host(host, at_start, found)
+                reached += 1
+            except ServiceUnavailable as e:
+                failures.append(e.message)
+                self.hosts.check([host.name])
+        if hosts and not reached:
+            raise ServiceUnavailable("; ".join(failures))
+        self._orphan_files(self.provisioner.shared, None, found)
+        if found:
+            log.warning("reconciled: %s", found)
+        return found
+
+    def _host(self, host: Host, at_start: bool, found: Findings) -> None:
+        conn = self.hosts.connection(host.name, host.uri)
+        domains = {iid: (name, state) for iid, (name, state, on) in conn.our_domains(self.provisioner.store).items()
+                   if on in (host.name, "")}
+        with self.db.reading() as s:
+            live = {i.id: i for i in s.scalars(select(Instance).where(Instance.host == host.name,
                                                                        Instance.state.in_(LIVE)))}
             ever_ran = set(s.scalars(select(UsageEvent.instance_id).where(
                 UsageEvent.instance_id.in_(list(live)), UsageEvent.state == "running").distinct()))
         for instance_id, (name, _) in domains.items():
             if instance_id not in live and not self.worker.busy(instance_id) and not self._exists_live(instance_id):
-                self.provisioner.remove_domain(name)
+                conn.destroy(name)
+                conn.undefine(name)
                 found.orphan_domains.append(name)
-        root = self.settings.instances_dir
-        for path in sorted(root.iterdir()) if root.is_dir() else ():
-            if (INSTANCE_ID.fullmatch(path.name) and path.is_dir() and path.name not in live
-                    and not self.worker.busy(path.name) and not self._exists_live(path.name)):
-                shutil.rmtree(path, ignore_errors=True)
-                found.orphan_files.append(path.name)
+        if host.image_mode != "shared":
+            self._orphan_files(self.provisioner.storage(host.name), host.name, found)
         cutoff = self.started if at_start else self.clock.now() - GRACE
         for instance_id, inst in live.items():
             if self.worker.busy(instance_id) or inst.state_changed_at >= cutoff:
@@ -98,19 +118,31 @@ class Reconciler:
                 if domain is None:
                     # by its name (unique on the host): a domain made before domains carried their
                     # store's id, or under another store id (the database moved), is no vanished one
-                    domain = self.host.state(inst.domain_name)
+                    domain = conn.state(inst.domain_name)
                 self._instance(instance_id, domain, instance_id in ever_ran, at_start, found)
             finally:
                 lock.release()
-        if found:
-            log.warning("reconciled: %s", found)
-        return found
 
-    def _exists_live(self, instance_id: str) -> bool:
+    def _orphan_files(self, storage: Storage, host: str | None, found: Findings) -> None:
+        """Files of instances that are not live (on HOST, or anywhere for the shared directory)."""
+        ids = {i for i in storage.instance_ids() if INSTANCE_ID.fullmatch(i)}
+        if not ids:
+            return
+        with self.db.reading() as s:
+            q = select(Instance.id).where(Instance.id.in_(list(ids)), Instance.state.in_(LIVE))
+            if host is not None:
+                q = q.where(Instance.host == host)
+            live = set(s.scalars(q))
+        for instance_id in sorted(ids - live):
+            if not self.worker.busy(instance_id) and not self._exists_live(instance_id, host):
+                storage.remove(instance_id)
+                found.orphan_files.append(instance_id)
+
+    def _exists_live(self, instance_id: str, host: str | None = None) -> bool:
         """Asked again at the moment of removing: a launch may have begun since the pass began."""
         with self.db.reading() as s:
             inst = s.get(Instance, instance_id)
-            return inst is not None and inst.state in LIVE
+            return inst is not None and inst.state in LIVE and host in (None, inst.host)
 
     def _instance(self, instance_id: str, domain: str | None, ran_before: bool, at_start: bool,
                   found: Findings) -> None:

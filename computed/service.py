@@ -1,4 +1,4 @@
-"""The service assembled from its settings: store, accounts, libvirt host, image store, key
+"""The service assembled from its settings: store, accounts, libvirt hosts, image store, key
 pairs, sizes, instances and the background worker. ``api.create_app`` and the CLI build one."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from .billing import Billing
 from .clock import Clock
 from .db import Database
 from .faults import Faults
+from .hosts import Hosts
 from .instances import Instances
 from .keypairs import KeyPairs
 from .libvirt_driver import LibvirtHost
@@ -44,35 +45,48 @@ class Service:
         self.sizes = SizeCatalog.load(settings.sizes_file)
         self.accounts = Accounts(self.db, SecretBox(settings.var_dir / KEY_FILE))
         self.keypairs = KeyPairs(self.db)
-        self.host = LibvirtHost(settings.libvirt_uri)
+        self.hosts = Hosts(settings, self.db, self.clock)
+        self.hosts.ensure_default()
         self.management_key = ManagementKey(settings.var_dir / "management" / "id_ed25519")
-        self.provisioner = Provisioner(settings, self.host, self.management_key, Faults(settings.fault_points))
+        self.provisioner = Provisioner(settings, self.hosts, self.management_key, Faults(settings.fault_points))
         self.worker = Worker(settings.workers)
         self.lifecycle = Lifecycle(settings, self.db, self.provisioner, self.worker, self.clock)
-        self.instances = Instances(settings, self.db, self.sizes, self.keypairs, self.images,
+        self.instances = Instances(settings, self.db, self.sizes, self.keypairs, self.images, self.hosts,
                                    self.provisioner, self.lifecycle, self.clock)
         self.billing = Billing(self.db, settings.billing_policy, self.clock)
         self.reconciler = Reconciler(settings, self.db, self.provisioner, self.lifecycle, self.worker, self.clock,
                                      started=self.clock.now())
         #: set once the first reconciliation (of what the last run of the service left) is done
         self.reconciled = threading.Event()
-        self.host.on_guest_stopped = self._guest_stopped
+        self.hosts.on_guest_stopped = self._guest_stopped
         self._stop = threading.Event()
         self._housekeeper = threading.Thread(target=self._housekeeping, name="computed-housekeeping", daemon=True)
         self._housekeeper.start()
+
+    @property
+    def host(self) -> LibvirtHost:
+        """The connection to the default host (``local``)."""
+        return self.provisioner.host
 
     def _guest_stopped(self, instance_id: str, how: str) -> None:
         reason = {"shutdown": SELF_SHUTDOWN, "destroyed": DESTROYED_OUTSIDE}.get(how, CRASHED)
         self.lifecycle.guest_stopped(instance_id, reason)
 
     def _housekeeping(self) -> None:
-        """Reconciliation at start (retried until libvirt answers), then every
-        reconcile_interval and right after a reconnection to libvirt; purging every minute."""
-        next_reconcile = next_purge = time.monotonic()
+        """Hosts checked every host_check_interval; reconciliation at start (retried until a
+        host answers), then every reconcile_interval and right after a reconnection to a
+        host; purging every minute."""
+        next_reconcile = next_purge = next_check = time.monotonic()
         connections = None
         while True:
             now = time.monotonic()
-            if now >= next_reconcile or (self.reconciled.is_set() and self.host.connections != connections):
+            if now >= next_check:
+                try:
+                    self.hosts.check()
+                except Exception:
+                    log.exception("checking the hosts failed")
+                next_check = now + self.settings.host_check_interval
+            if now >= next_reconcile or (self.reconciled.is_set() and self._connections() != connections):
                 try:
                     self.reconciler.run(at_start=not self.reconciled.is_set())
                     self.reconciled.set()
@@ -83,7 +97,7 @@ class Service:
                 except Exception:
                     log.exception("reconciliation failed")
                     next_reconcile = now + self.settings.reconcile_interval
-                connections = self.host.connections
+                connections = self._connections()
             if now >= next_purge:
                 try:
                     self.instances.purge()
@@ -93,8 +107,12 @@ class Service:
             if self._stop.wait(HOUSEKEEPING_TICK):
                 return
 
+    def _connections(self) -> dict[str, int]:
+        """How many times this process connected to each host (a change means a reconnection)."""
+        return {name: conn.connections for name, conn in self.hosts.connections().items()}
+
     def close(self) -> None:
         self._stop.set()
         self.worker.shutdown()
-        self.host.close()
+        self.hosts.close()
         self.db.dispose()

@@ -124,6 +124,10 @@ SETTINGS = (
             _positive),
     Setting("cpu_overcommit", "limits", "cpu_overcommit", "COMPUTED_CPU_OVERCOMMIT", 4.0, _ratio),
     Setting("memory_overcommit", "limits", "memory_overcommit", "COMPUTED_MEMORY_OVERCOMMIT", 1.0, _ratio),
+    Setting("scheduler_strategy", "scheduler", "strategy", "COMPUTED_SCHEDULER_STRATEGY", "spread",
+            _choice("spread", "pack")),
+    Setting("host_check_interval", "scheduler", "host_check_interval_seconds", "COMPUTED_HOST_CHECK_INTERVAL", 10,
+            _positive),
     Setting("reconcile_interval", "instances", "reconcile_interval_seconds", "COMPUTED_RECONCILE_INTERVAL", 60,
             _positive),
     Setting("fault_points", "testing", "fault_points", "COMPUTED_FAULT_POINTS", (), _names),
@@ -149,7 +153,7 @@ class Settings:
     debian_mirror: str | None = None
     #: any SQLAlchemy URL; SQLite (WAL) under the state directory by default
     database_url: str = ""
-    #: the libvirt host instances run on
+    #: the first host (``local``) of a store that has none; more come from ``computed host add``
     libvirt_uri: str = "qemu:///system"
     #: kvm | qemu | auto (auto probes whether KVM really boots a guest)
     domain_type: str = "auto"
@@ -178,6 +182,10 @@ class Settings:
     #: the libvirt host's CPUs and memory times these are what its instances may have
     cpu_overcommit: float = 4.0
     memory_overcommit: float = 1.0
+    #: spread (new instances go to the host with the most room) | pack (the least)
+    scheduler_strategy: str = "spread"
+    #: how often each API process asks every host for its capacity and reachability, in seconds
+    host_check_interval: int = 10
     #: how often the store is compared with libvirt and the disk (and at start), in seconds
     reconcile_interval: int = 60
     #: crash tests only: named points where the service kills itself (computed/faults.py)

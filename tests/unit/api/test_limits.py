@@ -224,8 +224,9 @@ def test_the_host_one_at_a_time(make_app, wait, expect_error):
     client, svc = app.test_client(), app.extensions["computed"]
     message = expect_error(client.post("/v1/instances", json={"size": "t3.nano", "count": 3}), 503,
                            "InsufficientInstanceCapacity")
-    assert message == ("the host has room for 4 vCPUs (16 times the overcommit ratio 0.25): 0 in use, "
-                       "6 requested")
+    # placed one at a time, the third finds no room
+    assert message == ("no host can take a t3.nano for instance 3 of 3 (local: room for 4 vCPUs (16 times the "
+                       "overcommit ratio 0.25): 4 in use, 2 needed)")
     [instance] = client.post("/v1/instances", json={"size": "t3.nano"}).get_json()["instances"]
     assert client.post("/v1/instances", json={"size": "t3.nano"}).status_code == 202
     expect_error(client.post("/v1/instances", json={"size": "t3.nano"}), 503, "InsufficientInstanceCapacity")
