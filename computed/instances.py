@@ -173,6 +173,7 @@ class Instances:
                         user_data=req.user_data, client_token=req.client_token, request_hash=fingerprint,
                         host=host.name, host_uri=host.uri, domain_name=f"computed-{instance_id}",
                         ssh_host=host.address, ssh_port=port, ready_ssh=False, ready_engine=False,
+                        handled_by=self.lifecycle.processes.id,
                         launch_time=now, state_changed_at=now,
                         tags=[Tag(key=k, value=v) for k, v in sorted(req.tags.items())])
                     s.add(inst)
@@ -324,6 +325,8 @@ class Instances:
                 previous, target = inst.state, allowed[inst.state]
                 if target is not None:
                     set_state(inst, target, {"stopping": USER_STOP, "shutting-down": USER_TERMINATE}.get(target), now)
+                if inst.state != previous or (action == "terminate" and inst.state == "shutting-down"):
+                    inst.handled_by = self.lifecycle.processes.id  # this process carries it out
                 changed.append((inst, previous))
         for inst, previous in changed:
             # a terminate also retries one that failed part-way (still shutting-down)
@@ -347,6 +350,7 @@ class Instances:
             if inst.state != "running":
                 raise IncorrectInstanceState(f"the instance {instance_id} is {inst.state}; it cannot be rebooted")
             inst.ready_ssh = inst.ready_engine = False
+            inst.handled_by = self.lifecycle.processes.id
         self.lifecycle.reboot(instance_id)
         return inst
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import object_session
 from .db import Database
 from .clock import Clock
 from .models import Instance, UsageEvent
+from .processes import Processes
 from .provisioner import Provisioner, Undo
 from .storage import LaunchError
 from .settings import Settings
@@ -42,7 +43,9 @@ def set_state(inst: Instance, state: str, reason: tuple[str, str] | None, now: d
 
 
 class Lifecycle:
-    def __init__(self, settings: Settings, db: Database, provisioner: Provisioner, worker: Worker, clock: Clock):
+    def __init__(self, settings: Settings, db: Database, provisioner: Provisioner, worker: Worker, clock: Clock,
+                 processes: Processes):
+        self.processes = processes
         self.faults = provisioner.faults
         self.clock = clock
         self.settings = settings
@@ -88,10 +91,16 @@ class Lifecycle:
         self.worker.submit(instance_id, lambda: self._readiness(instance_id, first_boot=False),
                            f"readiness of {instance_id}")
 
+    def mine(self, inst: Instance) -> bool:
+        """Whether this process handles INST: it made the last change, or whoever did is gone."""
+        owner = inst.handled_by
+        return owner is None or owner == self.processes.id or owner not in self.processes.alive()
+
     def guest_stopped(self, instance_id: str, reason: tuple[str, str]) -> None:
         """libvirt says the guest stopped by itself (powered off, crashed): a running
         instance becomes stopped now, and its billing stops now. Work in flight owns its
-        instance (a first boot that powers off is a failed launch), so it is left alone."""
+        instance (a first boot that powers off is a failed launch), so it is left alone;
+        so is another live process's instance (every process hears the host's events)."""
         if self.worker.busy(instance_id):
             return
         try:
@@ -177,7 +186,7 @@ class Lifecycle:
     def _guest_stopped(self, instance_id: str, reason: tuple[str, str]) -> None:
         with self.worker.lock(instance_id):
             inst = self._load(instance_id)
-            if inst is None or inst.state != "running" or not self.provisioner.is_off(inst):
+            if inst is None or inst.state != "running" or not self.mine(inst) or not self.provisioner.is_off(inst):
                 return
             log.info("%s stopped by itself: %s", instance_id, reason[1])
             self._move(instance_id, "running", "stopped", reason)

@@ -116,6 +116,16 @@ class HostImage(Base):
     verified_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
+class ServiceProcess(Base):
+    """A service process using the store, alive while its heartbeat is fresh (``processes``)."""
+    __tablename__ = "service_processes"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+
+
 class Instance(Base):
     __tablename__ = "instances"
     id: Mapped[str] = mapped_column(String(19), primary_key=True)
@@ -149,6 +159,8 @@ class Instance(Base):
     domain_name: Mapped[str] = mapped_column(String(64))
     ssh_host: Mapped[str | None] = mapped_column(String(255))
     ssh_port: Mapped[int | None] = mapped_column(Integer)
+    #: the service process that made the last change and carries out what follows (``processes``)
+    handled_by: Mapped[str | None] = mapped_column(String(32))
     ready_ssh: Mapped[bool] = mapped_column(Boolean, default=False)
     ready_engine: Mapped[bool] = mapped_column(Boolean, default=False)
     launch_time: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)

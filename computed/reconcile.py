@@ -65,6 +65,7 @@ class Reconciler:
         self.provisioner = provisioner
         self.hosts = provisioner.hosts
         self.lifecycle = lifecycle
+        self.processes = lifecycle.processes
         self.worker = worker
         self.clock = clock
 
@@ -107,8 +108,14 @@ class Reconciler:
         if host.image_mode != "shared":
             self._orphan_files(self.provisioner.storage(host.name), host.name, found)
         cutoff = self.started if at_start else self.clock.now() - GRACE
+        alive = self.processes.alive()
         for instance_id, inst in live.items():
-            if self.worker.busy(instance_id) or inst.state_changed_at >= cutoff:
+            owner = inst.handled_by
+            if owner not in (None, self.processes.id) and owner in alive:
+                continue  # another live process's: it carries out its own work
+            # a handler gone (crashed, or shut down) left its work interrupted, whenever it began
+            orphaned = owner not in (None, self.processes.id)
+            if self.worker.busy(instance_id) or (not orphaned and inst.state_changed_at >= cutoff):
                 continue
             lock = self.worker.lock(instance_id)
             if not lock.acquire(blocking=False):
@@ -119,7 +126,7 @@ class Reconciler:
                     # by its name (unique on the host): a domain made before domains carried their
                     # store's id, or under another store id (the database moved), is no vanished one
                     domain = conn.state(inst.domain_name)
-                self._instance(instance_id, domain, instance_id in ever_ran, at_start, found)
+                self._instance(instance_id, domain, instance_id in ever_ran, at_start or orphaned, found)
             finally:
                 lock.release()
 
@@ -144,11 +151,13 @@ class Reconciler:
             inst = s.get(Instance, instance_id)
             return inst is not None and inst.state in LIVE and host in (None, inst.host)
 
-    def _instance(self, instance_id: str, domain: str | None, ran_before: bool, at_start: bool,
+    def _instance(self, instance_id: str, domain: str | None, ran_before: bool, interrupted: bool,
                   found: Findings) -> None:
+        """INSTANCE_ID's store state brought in line with its DOMAIN's state; INTERRUPTED:
+        whatever work it was in was cut short (by a restart, or its handler's death)."""
         with self.db.session() as s:
             inst = s.get(Instance, instance_id)
-            if inst is None or inst.state not in LIVE:
+            if inst is None or inst.state not in LIVE or not self.lifecycle.mine(inst):
                 return
             state, now = inst.state, self.clock.now()
             launching = state == "pending" and not ran_before
@@ -160,12 +169,16 @@ class Reconciler:
                 set_state(inst, "stopped", CRASHED if domain == "crashed" else SELF_SHUTDOWN, now)
                 found.powered_off.append(instance_id)
                 return
+            readiness_cut_short = state == "running" and interrupted and not inst.ready_ssh
+            if not (readiness_cut_short or state in ("pending", "stopping", "shutting-down")):
+                return
+            inst.handled_by = self.processes.id  # this process carries on what was cut short
             if launching and domain == "running":  # launched, but the store never heard
                 set_state(inst, "running", None, now)
                 found.resumed.append(instance_id)
                 self.lifecycle.readiness(instance_id)
                 return
-            if state == "running" and at_start and not inst.ready_ssh:  # its readiness check was cut short
+            if readiness_cut_short:
                 self.lifecycle.readiness(instance_id)
                 return
         if state == "pending" and launching:

@@ -21,6 +21,7 @@ from .libvirt_driver import LibvirtHost
 from .errors import ServiceUnavailable
 from .lifecycle import CRASHED, SELF_SHUTDOWN, Lifecycle
 from .management_key import ManagementKey
+from .processes import Processes
 from .provisioner import Provisioner
 from .reconcile import Reconciler
 from .secret_box import SecretBox
@@ -50,7 +51,8 @@ class Service:
         self.management_key = ManagementKey(settings.var_dir / "management" / "id_ed25519")
         self.provisioner = Provisioner(settings, self.hosts, self.management_key, Faults(settings.fault_points))
         self.worker = Worker(settings.workers)
-        self.lifecycle = Lifecycle(settings, self.db, self.provisioner, self.worker, self.clock)
+        self.processes = Processes(self.db)
+        self.lifecycle = Lifecycle(settings, self.db, self.provisioner, self.worker, self.clock, self.processes)
         self.instances = Instances(settings, self.db, self.sizes, self.keypairs, self.images, self.hosts,
                                    self.provisioner, self.lifecycle, self.clock)
         self.billing = Billing(self.db, settings.billing_policy, self.clock)
@@ -80,6 +82,10 @@ class Service:
         connections = None
         while True:
             now = time.monotonic()
+            try:
+                self.processes.heartbeat()
+            except Exception:
+                log.exception("the process's heartbeat failed")
             if now >= next_check:
                 try:
                     self.hosts.check()
@@ -114,5 +120,6 @@ class Service:
     def close(self) -> None:
         self._stop.set()
         self.worker.shutdown()
+        self.processes.close()
         self.hosts.close()
         self.db.dispose()
