@@ -15,7 +15,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -49,8 +49,12 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    engine = create_engine(url, pool_pre_ping=True)
-    if engine.dialect.name == "postgresql":
+    postgresql = make_url(url).get_backend_name() == "postgresql"
+    # PostgreSQL's writers read after taking the advisory lock, so they must see what the
+    # writers before them committed: READ COMMITTED whatever the server's default (REPEATABLE
+    # READ would fix the snapshot at the lock's own SELECT, before the lock is granted)
+    engine = create_engine(url, pool_pre_ping=True, **({"isolation_level": "READ COMMITTED"} if postgresql else {}))
+    if postgresql:
 
         @event.listens_for(engine, "begin")
         def _postgresql_begin(conn):

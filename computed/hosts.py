@@ -11,12 +11,14 @@ instances keep their state and are shown as on an unreachable host, never ended.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 from sqlalchemy import func, select, update
 
@@ -61,6 +63,12 @@ class HostState:
     """A host as listed: its row and what its instances (not terminated) take."""
     host: Host
     allocated: Allocation
+
+
+def room(have: int | None, ratio: float) -> int:
+    """What a host with HAVE CPUs (or MiB) may give its instances under the overcommit RATIO,
+    the ratio taken as written (1.15 of 100 is 115, not the float product's 114)."""
+    return math.floor(Decimal(repr(float(ratio))) * (have or 0))
 
 
 def check_name(name: str) -> str:

@@ -4,7 +4,7 @@ Filters drop the hosts that cannot take the instance (disabled, unreachable, not
 vCPUs or memory under the overcommit ratios, image not available there); weighers rank the
 rest, each weight normalized to 0..1 over the candidates and multiplied by its multiplier.
 ``spread`` (the default) prefers the host with the most room left, ``pack`` the one with the
-least. It runs inside the launch's transaction, which writers take one at a time (db.py),
+least. A host whose address has no SSH port left is filtered out too. It runs inside the launch's transaction, which writers take one at a time (db.py),
 so what it reads as allocated cannot change before the placement is written: two API
 processes never overcommit a host between them. The instances of one request are placed
 one after the other, each counting those placed before it."""
@@ -15,14 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from images.store import StoredImage
 
 from .errors import InsufficientInstanceCapacity
-from .hosts import Allocation, allocations
-from .models import Host, HostImage
+from .hosts import Allocation, allocations, room
+from .models import Host, HostImage, Instance
 from .settings import Settings
 from .sizes import Size
 
@@ -37,15 +37,18 @@ class Candidate:
     allocated: Allocation
     #: the image is on the host already (shared path, or copied and verified)
     has_image: bool
+    #: SSH ports of the range still free on the host's address (hosts may share one)
+    free_ports: int
 
     def room(self, settings: Settings) -> tuple[int, int]:
         """(vCPUs, MiB of memory) still free under the overcommit ratios."""
-        return (int((self.host.vcpus or 0) * settings.cpu_overcommit) - self.allocated.vcpus,
-                int((self.host.memory_mib or 0) * settings.memory_overcommit) - self.allocated.memory_mib)
+        return (room(self.host.vcpus, settings.cpu_overcommit) - self.allocated.vcpus,
+                room(self.host.memory_mib, settings.memory_overcommit) - self.allocated.memory_mib)
 
     def taking(self, size: Size) -> Candidate:
         a = self.allocated
-        return replace(self, allocated=Allocation(a.instances + 1, a.vcpus + size.vcpus, a.memory_mib + size.memory_mib))
+        return replace(self, allocated=Allocation(a.instances + 1, a.vcpus + size.vcpus, a.memory_mib + size.memory_mib),
+                       free_ports=self.free_ports - 1)
 
 
 #: filter name -> (candidate, size, image, settings) -> why the host cannot take it, or None
@@ -70,10 +73,15 @@ def memory_filter(c: Candidate, size: Size, image: StoredImage, settings: Settin
 
 
 def _room(what: str, have: int | None, ratio: float, used: int, wanted: int) -> str | None:
-    room = int((have or 0) * ratio)
-    if used + wanted <= room:
+    total = room(have, ratio)
+    if used + wanted <= total:
         return None
-    return f"room for {room} {what} ({have or 0} times the overcommit ratio {ratio:g}): {used} in use, {wanted} needed"
+    return f"room for {total} {what} ({have or 0} times the overcommit ratio {ratio:g}): {used} in use, {wanted} needed"
+
+
+def ports_filter(c: Candidate, size: Size, image: StoredImage, settings: Settings) -> str | None:
+    low, high = settings.ssh_ports
+    return None if c.free_ports > 0 else f"no free SSH port left in {low}-{high} on {c.host.address}"
 
 
 def image_filter(c: Candidate, size: Size, image: StoredImage, settings: Settings) -> str | None:
@@ -84,7 +92,7 @@ def image_filter(c: Candidate, size: Size, image: StoredImage, settings: Setting
 
 
 FILTERS: dict[str, Filter] = {"enabled": enabled_filter, "reachable": reachable_filter, "vcpus": cpu_filter,
-                              "memory": memory_filter, "image": image_filter}
+                              "memory": memory_filter, "image": image_filter, "ports": ports_filter}
 
 #: weigher name -> (multiplier for spread, for pack, the raw weight of a candidate)
 WEIGHERS: dict[str, tuple[float, float, Callable[[Candidate, Settings], float]]] = {
@@ -104,7 +112,11 @@ class Scheduler:
         used = allocations(s)
         copied = set(s.scalars(select(HostImage.host).where(
             HostImage.disk_sha256 == image.manifest.artifacts["disk"]["sha256"])))
-        return [Candidate(h, used.get(h.name, Allocation()), h.image_mode == "shared" or h.name in copied)
+        low, high = self.settings.ssh_ports
+        taken = dict(s.execute(select(Instance.ssh_host, func.count()).where(
+            Instance.ssh_port.between(low, high)).group_by(Instance.ssh_host)).all())
+        return [Candidate(h, used.get(h.name, Allocation()), h.image_mode == "shared" or h.name in copied,
+                          high - low + 1 - taken.get(h.address, 0))
                 for h in hosts]
 
     def place(self, s: Session, size: Size, image: StoredImage, count: int) -> list[Host]:
@@ -118,7 +130,9 @@ class Scheduler:
                 raise no_valid_host(size, count, len(chosen), why)
             best = self.weigh(fits)[0]
             chosen.append(best.host)
-            candidates = [c.taking(size) if c is best else c for c in candidates]
+            candidates = [c.taking(size) if c is best else
+                          replace(c, free_ports=c.free_ports - 1) if c.host.address == best.host.address else c
+                          for c in candidates]
         return chosen
 
     def filter(self, candidates: list[Candidate], size: Size, image: StoredImage
