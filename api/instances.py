@@ -9,6 +9,7 @@ from decimal import Decimal
 from flask.views import MethodView
 from marshmallow import RAISE
 
+from computed.host_status import reachability
 from computed.instances import STATE_CODES, InstanceFilter, LaunchRequest
 from computed.models import Instance
 
@@ -21,9 +22,12 @@ from .service import service
 blp = Blueprint("instances", __name__, url_prefix="/v1/instances", description="Instances")
 
 
-def view(inst: Instance, cost: Decimal | None = None) -> dict:
-    """The instance as the API shows it; COST, its cost so far, if already computed."""
+def view(inst: Instance, cost: Decimal | None = None, host_reachable: bool | None = None) -> dict:
+    """The instance as the API shows it; COST, its cost so far, and HOST_REACHABLE, whether
+    its host answered its last check, if already looked up (for a page at once: ``views``)."""
     svc = service()
+    if host_reachable is None:
+        host_reachable = reachability(svc.db, [inst.host]).get(inst.host, False)
     user = svc.provisioner.login_user(inst)
     reachable = inst.ssh_port is not None and inst.state != "terminated"
     command = None
@@ -40,11 +44,20 @@ def view(inst: Instance, cost: Decimal | None = None) -> dict:
         "image": inst.image, "image_version": inst.image_version, "key_name": inst.key_name,
         "tags": {t.key: t.value for t in inst.tags},
         "launch_time": inst.launch_time, "state_changed_at": inst.state_changed_at, "host": inst.host_uri,
+        "placement": {"host": inst.host, "availability_zone": svc.settings.availability_zone,
+                      "host_reachable": host_reachable},
         "ssh": {"host": inst.ssh_host if reachable else None, "port": inst.ssh_port if reachable else None,
                 "user": user, "command": command},
         "ready": {"ssh": inst.ready_ssh, "container_engine": inst.ready_engine},
         "cost_so_far": str(svc.billing.cost_so_far(inst) if cost is None else cost),
     }
+
+
+def views(rows: list[Instance], costs: dict[str, Decimal] | None = None) -> list[dict]:
+    """ROWS as the API shows them, their hosts' reachability read at once (and COSTS, by
+    instance id, if already computed)."""
+    reachable = reachability(service().db, (i.host for i in rows))
+    return [view(i, (costs or {}).get(i.id), reachable.get(i.host, False)) for i in rows]
 
 
 def _filter(args: dict) -> InstanceFilter:
@@ -69,7 +82,7 @@ class Instances(MethodView):
         rows, token = service().instances.describe(current_caller(), _filter(args), args["limit"],
                                                    args.get("next_token"))
         costs = service().billing.costs_so_far(rows)  # the page's at once
-        return {"instances": [view(i, costs[i.id]) for i in rows], "next_token": token}
+        return {"instances": views(rows, costs), "next_token": token}
 
     @blp.arguments(InstanceCreateSchema, error_status_code=400)
     @blp.response(202, LaunchResultSchema)
@@ -85,7 +98,7 @@ class Instances(MethodView):
                             key_name=body.get("key_name"), user_data=body.get("user_data"), count=body["count"],
                             tags=body["tags"], client_token=body.get("client_token"))
         rows, _ = svc.instances.run(current_caller(), req)
-        return {"reservation_id": rows[0].reservation_id, "instances": [view(i) for i in rows]}
+        return {"reservation_id": rows[0].reservation_id, "instances": views(rows)}
 
 
 @blp.route("/<string:instance_id>", parameters=[INSTANCE_ID_PARAM])
@@ -100,9 +113,11 @@ class InstanceResource(MethodView):
     @blp.response(202, InstanceSchema)
     @blp.alt_response(400, schema=ErrorResponseSchema)
     @blp.alt_response(404, schema=ErrorResponseSchema)
+    @blp.alt_response(503, schema=ErrorResponseSchema)
     def delete(self, instance_id):
         """Terminate: the instance goes ``shutting-down``, then ``terminated``, and stays
-        visible as terminated for an hour. Terminating a terminated instance is no error."""
+        visible as terminated for an hour. Terminating a terminated instance is no error.
+        While the instance's host cannot be reached: 503."""
         return view(service().instances.terminate(current_caller(), instance_id))
 
 
@@ -111,6 +126,7 @@ def _action(name: str, doc: str):
         return view(getattr(service().instances, name)(current_caller(), instance_id))
     handler.__name__ = f"{name}_instance"
     handler.__doc__ = doc
+    handler = blp.alt_response(503, schema=ErrorResponseSchema)(handler)  # while its host cannot be reached
     handler = blp.alt_response(409, schema=ErrorResponseSchema)(handler)
     handler = blp.alt_response(404, schema=ErrorResponseSchema)(handler)
     handler = blp.alt_response(400, schema=ErrorResponseSchema)(handler)

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from .db import Database
-from .errors import InvalidParameterValue
+from .errors import InvalidParameterValue, UnauthorizedOperation
 from .models import AccessKey, Account
 from .secret_box import SecretBox
 
@@ -45,6 +45,13 @@ class Caller:
 
     def sees(self, owner: str) -> bool:
         return self.admin or owner == self.account_id
+
+
+def require_admin(caller: Caller, action: str) -> None:
+    """UnauthorizedOperation (403) unless CALLER is an admin; ACTION says what was refused
+    ("manage hosts")."""
+    if not caller.admin:
+        raise UnauthorizedOperation(f"only an admin account may {action}; the account {caller.name} is not one")
 
 
 @dataclass(frozen=True)

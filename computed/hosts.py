@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -34,8 +35,12 @@ log = logging.getLogger(__name__)
 #: the host a store gets when it has none: the service's own libvirt_uri setting
 DEFAULT_HOST = "local"
 HOST_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-#: scheme://[user@][host][:port]/[path][?query]: what libvirt.open takes, without spaces or controls
-LIBVIRT_URI = re.compile(r"[a-z][a-z0-9+]*://[^\s\x00-\x1f\x7f]*")
+#: scheme://[user@][host][:port]/[path][?query]: what libvirt.open takes, without spaces or
+#: controls, and without the ``ext`` transport (it runs a local program)
+LIBVIRT_URI = re.compile(r"[a-z][a-z0-9]*(?:\+(?:ssh|libssh|libssh2|tcp|tls|unix))?://[^\s\x00-\x1f\x7f]*")
+#: URI parameters refused: ``command`` (the local program ssh's transport runs), ``netcat``
+#: (a command run on the remote host) and ``known_hosts`` (a file libssh writes)
+UNSAFE_URI_PARAMS = frozenset({"command", "netcat", "known_hosts"})
 IMAGE_MODES = ("shared", "copy")
 #: a launch re-checks a host it may use if this process last heard from it longer ago
 FRESH = 1.0
@@ -79,8 +84,28 @@ def check_name(name: str) -> str:
 
 
 def check_uri(uri: str) -> str:
+    """A libvirt URI the service may open: it parses, runs no command, writes no file of the
+    caller's choosing, and reads no file but a test driver's .xml (libvirt's error for a
+    file that is not one quotes its first line)."""
     if not isinstance(uri, str) or len(uri) > 255 or not LIBVIRT_URI.fullmatch(uri):
-        raise InvalidParameterValue(f"{uri!r} is not a libvirt URI (like qemu+ssh://root@host/system)")
+        raise InvalidParameterValue(f"{uri!r} is not a libvirt URI (like qemu+ssh://root@host/system; "
+                                    "not the ext transport)")
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        parts.port  # noqa: B018 - a port that is no number raises here
+    except ValueError as e:
+        raise InvalidParameterValue(f"{uri!r} is not a URI libvirt can take ({e})") from None
+    # libvirt splits its parameters at & and ;, decodes %XX and compares names in any case;
+    # all that follows the first ? is looked at, so no parser's idea of the query's end matters
+    names = {urllib.parse.unquote(p.partition("=")[0]).strip().lower()
+             for p in re.split(r"[&;?#]", uri.partition("?")[2])}
+    if unsafe := sorted(names & UNSAFE_URI_PARAMS):
+        raise InvalidParameterValue(f"a host's URI may not set {', '.join(unsafe)} "
+                                    "(a program to run or a file to write on the service's machine or the host)")
+    # whatever the transport: test+unix:///PATH has the local libvirtd read PATH
+    if parts.scheme.partition("+")[0] == "test" and not (parts.path == "/default" or parts.path.endswith(".xml")):
+        raise InvalidParameterValue("a test driver URI names /default or a node description, PATH.xml "
+                                    "(test:///default, test:///PATH.xml)")
     return uri
 
 
@@ -103,6 +128,7 @@ class Hosts:
         self._heard: dict[str, float] = {}  # host name -> monotonic time of its last good round trip here
         self._asked: set[str] = set()  # the hosts this process has checked at least once
         self._facts: dict[str, HostFacts] = {}
+        self._askers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="computed-host-check")
         #: called with (instance id, how) when a guest on any host stops by itself
         self.on_guest_stopped: Callable[[str, str], None] | None = None
 
@@ -244,6 +270,7 @@ class Hosts:
             self.on_guest_stopped(instance_id, how)
 
     def close(self) -> None:
+        self._askers.shutdown(wait=False, cancel_futures=True)
         with self._guard:
             conns = list(self._connections.values())
             self._connections.clear()
@@ -260,18 +287,22 @@ class Hosts:
             if names is not None:
                 q = q.where(Host.name.in_(names))
             hosts = list(s.execute(q))
-        results: dict[str, tuple[tuple[int, int] | None, str | None]] = {}
-        for name, uri in hosts:
-            conn = self.connection(name, uri)
+        def ask(name: str, uri: str) -> tuple[tuple[int, int] | None, str | None]:
             try:
-                results[name] = (conn.capacity(), None)
-                with self._guard:
-                    self._heard[name] = time.monotonic()
+                return self.connection(name, uri).capacity(), None
             except ServiceUnavailable as e:
-                results[name] = (None, e.message)
+                return None, e.message
+
+        if len(hosts) == 1 or all(is_local(uri) for _, uri in hosts):
+            results = {name: ask(name, uri) for name, uri in hosts}
+        else:  # side by side: one silent host must not hold up the others' checks
+            futures = {name: self._askers.submit(ask, name, uri) for name, uri in hosts}
+            results = {name: future.result() for name, future in futures.items()}
         self._record(results)
-        with self._guard:
+        now = time.monotonic()
+        with self._guard:  # only once the store says so: a launch trusting it must find it reachable there
             self._asked.update(results)
+            self._heard.update({name: now for name, (_, error) in results.items() if error is None})
         return {name: error for name, (_, error) in results.items()}
 
     def _record(self, results: dict[str, tuple[tuple[int, int] | None, str | None]]) -> None:

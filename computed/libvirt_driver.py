@@ -8,6 +8,8 @@ import logging
 import threading
 import time
 import uuid
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import libvirt
@@ -35,6 +37,8 @@ STOPPED_DETAILS = {
     libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED: "crashed", libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED: "failed",
 }
 DOMAIN_PREFIX = "computed-"
+#: how long opening a connection may take before the host counts as unreachable, in seconds
+OPEN_TIMEOUT = 15.0
 
 _events_lock = threading.Lock()
 _events_started = False
@@ -65,6 +69,7 @@ class LibvirtHost:
     def __init__(self, uri: str):
         self.uri = uri
         self._conn: libvirt.virConnect | None = None
+        self._opening: Future | None = None  # a libvirt.open under way (under _lock)
         self._lock = threading.RLock()
         self._domain_type: str | None = None
         #: called with (instance id, how) when a guest stops by itself
@@ -84,10 +89,7 @@ class LibvirtHost:
                 except libvirt.libvirtError:
                     pass
                 self._conn = None
-            try:
-                conn = libvirt.open(self.uri)
-            except libvirt.libvirtError as e:
-                raise ServiceUnavailable(f"the libvirt host {self.uri} cannot be reached: {e.get_error_message()}") from None
+            conn = self._open()
             try:
                 if not self.uri.startswith("test:"):
                     conn.setKeepAlive(5, 3)  # a dead libvirtd is noticed within ~20 s
@@ -99,6 +101,33 @@ class LibvirtHost:
             if self.connections > 1:
                 log.info("reconnected to libvirt at %s", self.uri)
             return self._conn
+
+    def _open(self) -> libvirt.virConnect:
+        """libvirt.open, given OPEN_TIMEOUT: a host that does not answer (an SSH or TCP
+        transport to a silent address) would otherwise hold the caller for minutes. The
+        attempt goes on in its thread; the next call waits for the same attempt."""
+        if self._opening is None:
+            attempt: Future = Future()
+
+            def run():
+                try:
+                    attempt.set_result(libvirt.open(self.uri))
+                except BaseException as e:  # noqa: BLE001 - handed to the waiting caller
+                    attempt.set_exception(e)
+
+            threading.Thread(target=run, name=f"libvirt-open {self.uri}", daemon=True).start()
+            self._opening = attempt
+        attempt = self._opening
+        try:
+            return attempt.result(timeout=OPEN_TIMEOUT)
+        except FutureTimeout:
+            raise ServiceUnavailable(f"the libvirt host {self.uri} cannot be reached: no answer within "
+                                     f"{OPEN_TIMEOUT:g} s") from None
+        except libvirt.libvirtError as e:
+            raise ServiceUnavailable(f"the libvirt host {self.uri} cannot be reached: {e.get_error_message()}") from None
+        finally:
+            if attempt.done():
+                self._opening = None
 
     def _lifecycle_event(self, conn, dom, event: int, detail: int, opaque) -> None:
         try:

@@ -100,7 +100,9 @@ def instance(inst: Instance) -> dict:
         "productCodes": [],
         "instanceType": inst.size,
         "launchTime": inst.launch_time,
-        "placement": {"availabilityZone": availability_zone(), "groupName": "", "tenancy": "default"},
+        # hostId: EC2's dedicated host id; here the host the scheduler placed the instance on
+        "placement": {"availabilityZone": availability_zone(), "groupName": "", "hostId": inst.host,
+                      "tenancy": "default"},
         "platformDetails": "Linux/UNIX",
         "monitoring": {"state": "disabled"},
         "ipAddress": host if _is_ip(host) else None,

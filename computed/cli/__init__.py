@@ -9,6 +9,7 @@ from computed.settings import Settings, SettingsError
 
 from .account import account
 from .backup import backup
+from .host import host
 from .image import image
 from .instances import console, launch, ls, reboot, show, start, stop, terminate
 from .keypairs import keypair
@@ -29,6 +30,7 @@ def cli(ctx: click.Context) -> None:
 
 
 cli.add_command(account)
+cli.add_command(host)
 cli.add_command(image)
 cli.add_command(serve)
 cli.add_command(keypair)

@@ -76,6 +76,29 @@ def find_free_ports(count: int) -> tuple[int, int]:
     raise RuntimeError(f"no {count} free consecutive ports found")
 
 
+def write_node_xml(path: Path, cpus: int, memory_mib: int) -> str:
+    """A libvirt test driver node at PATH with CPUS CPUs and MEMORY_MIB of memory (what its
+    getInfo says); its URI. Each connection to it has its own state, unlike test:///default."""
+    path.write_text(f"""<node>
+  <cpu><mhz>2000</mhz><model>x86_64</model><nodes>1</nodes><sockets>1</sockets><cores>{cpus}</cores>
+    <threads>1</threads><active>{cpus}</active></cpu>
+  <memory>{memory_mib * 1024}</memory>
+</node>
+""")
+    return f"test://{path}"
+
+
+@pytest.fixture
+def node_uri(tmp_path):
+    """node_uri(cpus=4, memory_mib=2048, name="node") -> the URI of a test driver node of that
+    size (a second host with a capacity of its own)."""
+
+    def make(cpus: int = 4, memory_mib: int = 2048, name: str = "node") -> str:
+        return write_node_xml(tmp_path / f"{name}.xml", cpus, memory_mib)
+
+    return make
+
+
 @pytest.fixture
 def free_ports():
     """free_ports(count) -> (low, high): a small SSH port range that is free now."""

@@ -298,6 +298,45 @@ def test_client_tokens_are_per_account(tenants):
     assert ids(b.get("/v1/instances")) == {first_b["instances"][0]["id"]}
 
 
+# -- 2b. admin-only operations ---------------------------------------------------------------
+
+HOST_OPERATIONS = {("GET", "/v1/hosts"), ("POST", "/v1/hosts"), ("GET", "/v1/hosts/{name}"),
+                   ("DELETE", "/v1/hosts/{name}"), ("POST", "/v1/hosts/{name}/disable"),
+                   ("POST", "/v1/hosts/{name}/enable")}
+
+
+def test_admin_only_operations_refuse_other_accounts(tenants, expect_error, case, node_uri):
+    app, a, b, admin = tenants
+    doc = a.get("/openapi.json").get_json()
+    # an operation only admins may call says so with its 403: these, and no other
+    only_admins = {(method.upper(), path) for path, item in doc["paths"].items() for method, op in item.items()
+                   if method in HTTP_METHODS and "403" in op["responses"]}
+    assert only_admins == HOST_OPERATIONS
+    hosts = lambda: {h["name"]: h["enabled"] for h in admin.get("/v1/hosts").get_json()["hosts"]}  # noqa: E731
+    before = hosts()
+    assert before == {"local": True}
+    good = {"name": "node-2", "uri": node_uri()}  # an add that works, for an admin
+    bodies = {"a good body": good, "a bad body": {"name": "Not A Host", "uri": "nowhere", "enabled": "maybe"}}
+    for who, client in (("tester", a), ("bob", b)):
+        for method, template in sorted(only_admins):
+            for name in ("local", "no-such-host"):  # whether the host exists is no business of theirs
+                path = template.replace("{name}", name)
+                for label, body in bodies.items() if (method, template) == ("POST", "/v1/hosts") else [("", None)]:
+                    with case(f"{who}: {method} {path} {label}"):
+                        response = client.open(path, method=method, json=body)
+                        assert "admin" in expect_error(response, 403, "UnauthorizedOperation")
+    assert hosts() == before  # nothing was done on their behalf
+    assert app.extensions["computed"].hosts.list()[0].host.enabled
+
+    # the same calls from an admin
+    assert admin.post("/v1/hosts", json=good).status_code == 201
+    assert admin.post("/v1/hosts/node-2/disable").get_json()["enabled"] is False
+    assert admin.get("/v1/hosts/node-2").status_code == 200
+    assert admin.post("/v1/hosts/node-2/enable").get_json()["enabled"] is True
+    assert admin.delete("/v1/hosts/node-2").status_code == 204
+    assert hosts() == before
+
+
 # -- 3. billing ------------------------------------------------------------------------------
 
 T0 = dt.datetime(2026, 3, 1, 10, 0, tzinfo=dt.UTC)

@@ -23,6 +23,8 @@ OPERATIONS = {
     ("/v1/instances/{instance_id}/stop", "post"), ("/v1/instances/{instance_id}/start", "post"),
     ("/v1/instances/{instance_id}/reboot", "post"), ("/v1/instances/{instance_id}/console", "get"),
     ("/v1/billing/report", "get"),
+    ("/v1/hosts", "get"), ("/v1/hosts", "post"), ("/v1/hosts/{name}", "get"), ("/v1/hosts/{name}", "delete"),
+    ("/v1/hosts/{name}/disable", "post"), ("/v1/hosts/{name}/enable", "post"),
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 ERROR_REF = "#/components/schemas/ErrorResponse"
@@ -136,6 +138,9 @@ DOCUMENTED_ERRORS = [
     ("/v1/instances/{instance_id}/reboot", "post", {"400", "404", "409"}),
     ("/v1/instances/{instance_id}/console", "get", {"400", "404"}),
     ("/v1/billing/report", "get", {"400"}),
+    ("/v1/hosts", "get", {"403"}), ("/v1/hosts", "post", {"400", "403", "409", "413", "415"}),
+    ("/v1/hosts/{name}", "get", {"403", "404"}), ("/v1/hosts/{name}", "delete", {"403", "404", "409"}),
+    ("/v1/hosts/{name}/disable", "post", {"403", "404"}), ("/v1/hosts/{name}/enable", "post", {"403", "404"}),
 ]
 
 
@@ -158,9 +163,14 @@ def test_path_parameters_have_their_patterns(spec):
         if "instance_id" in params:
             assert re.fullmatch(params["instance_id"]["schema"]["pattern"], "i-0123456789abcdef0")
             assert not re.fullmatch(params["instance_id"]["schema"]["pattern"], "i-0123")
-        if "name" in params:
+        if "name" in params and path.startswith("/v1/keypairs/"):
             assert re.fullmatch(params["name"]["schema"]["pattern"], "my-key.pem")
             assert not re.fullmatch(params["name"]["schema"]["pattern"], "../key")
+        elif "name" in params:
+            assert path.startswith("/v1/hosts/"), path
+            assert re.fullmatch(params["name"]["schema"]["pattern"], "node-2")
+            for bad in ("../node", "Node-2", "node.2", "-node", "n" * 64):
+                assert not re.fullmatch(params["name"]["schema"]["pattern"], bad), bad
 
 
 def test_the_report_formats_are_documented(spec):
@@ -180,6 +190,36 @@ def test_request_bodies_are_described(spec):
             "client_token"} <= set(fields)
     query = {p["name"] for p in spec["paths"]["/v1/instances"]["get"]["parameters"] if p["in"] == "query"}
     assert {"state", "size", "image", "key_name", "tag", "limit", "next_token"} <= query
+    add = spec["paths"]["/v1/hosts"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    host = resolve(spec, add["$ref"])
+    assert set(host["properties"]) == {"name", "uri", "address", "image_mode", "storage_dir", "enabled"}
+    assert set(host["required"]) == {"name", "uri"}
+    assert host["properties"]["image_mode"]["enum"] == ["shared", "copy"]
+    assert host["properties"]["enabled"]["type"] == "boolean"
+    uri = host["properties"]["uri"]
+    assert uri["maxLength"] == 255
+    for good in ("qemu+ssh://root@node-2/system", "qemu:///system", "qemu+tls://10.0.0.2/system", "test:///default"):
+        assert re.fullmatch(uri["pattern"], good), good
+    for bad in ("qemu+ext:///system?command=/bin/sh", "node-2", "qemu+ssh://node 2/system", "QEMU:///system"):
+        assert not re.fullmatch(uri["pattern"], bad), bad
+
+
+def test_responses_are_described(spec):
+    instance = resolve(spec, "#/components/schemas/Instance")["properties"]
+    placement = nested(spec, instance["placement"])
+    assert set(placement["properties"]) == {"host", "availability_zone", "host_reachable"}
+    listed = spec["paths"]["/v1/hosts"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    host = resolve(spec, resolve(spec, listed["$ref"])["properties"]["hosts"]["items"]["$ref"])["properties"]
+    assert {"name", "uri", "address", "enabled", "image_mode", "storage_dir", "reachable", "last_error",
+            "checked_at", "capacity", "room", "allocated", "created_at"} == set(host)
+    assert set(nested(spec, host["allocated"])["properties"]) == {"instances", "vcpus", "memory_mib"}
+    for part in ("capacity", "room"):
+        assert set(nested(spec, host[part])["properties"]) == {"vcpus", "memory_mib"}
+
+
+def nested(spec: dict, prop: dict) -> dict:
+    """The schema a nested property refers to (one with a description of its own is an allOf)."""
+    return resolve(spec, prop["$ref"] if "$ref" in prop else prop["allOf"][0]["$ref"])
 
 
 def test_docs_page(client, spec):

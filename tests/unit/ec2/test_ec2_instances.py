@@ -48,7 +48,8 @@ def test_the_life_of_an_instance(ec2, service, ami, wait_state):
     assert launched["InstanceType"] == "t3.micro"
     assert launched["KeyName"] == "deploy"
     assert launched["AmiLaunchIndex"] == 0
-    assert launched["Placement"] == {"AvailabilityZone": "computed-1a", "GroupName": "", "Tenancy": "default"}
+    assert launched["Placement"] == {"AvailabilityZone": "computed-1a", "GroupName": "", "HostId": "local",
+                                     "Tenancy": "default"}
     assert launched["PrivateDnsName"] == launched["PublicDnsName"] == core.ssh_host == "127.0.0.1"
     assert launched["PublicIpAddress"] == "127.0.0.1"
     assert tags(launched) == {"Name": "web", "computed:ssh-port": str(core.ssh_port)}
