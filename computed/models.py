@@ -109,7 +109,7 @@ class HostImage(Base):
     host holds, read back through libvirt)."""
     __tablename__ = "host_images"
     host: Mapped[str] = mapped_column(ForeignKey("hosts.name", ondelete="CASCADE"), primary_key=True)
-    #: the build's disk checksum ("sha256:..."): one copy per build, whatever its name
+    #: the build's disk checksum, as its manifest gives it: one copy per build, whatever its name
     disk_sha256: Mapped[str] = mapped_column(String(80), primary_key=True)
     image: Mapped[str] = mapped_column(String(64))
     image_version: Mapped[str] = mapped_column(String(32))

@@ -49,9 +49,11 @@ class Seed:
 
 
 class Storage(Protocol):
-    def create(self, instance_id: str, image: StoredImage, disk_gib: int, seed: Seed, undo) -> HostPaths:
+    def create(self, instance_id: str, image: StoredImage, disk_gib: int, seed: Seed, undo,
+               faults=None) -> HostPaths:
         """The instance's disk (an overlay on the image's), seed and console log, each
-        registering its undo on UNDO; the image reaches the host first if it must."""
+        registering its undo on UNDO; the image reaches the host first if it must. FAULTS
+        (computed/faults.py) gets the launch's fault points."""
 
     def remove(self, instance_id: str) -> None:
         """Every file of the instance (nothing if none)."""
