@@ -29,16 +29,16 @@ from sqlalchemy import select as sql_select
 
 from api.app import create_app
 from computed import ssh as computed_ssh
-from computed.accounts import Caller
 from computed.cli import cli
 from computed.settings import Settings
 from images.store import ImageStore
 from tests.fakes import publish_with_disk
+from tests.cleanup import ADMIN, terminate_all
 from tests.http_server import ThreadedServer
 
 IMAGE = "debian-12-podman"
 #: sees every account's instances: for cleaning up behind the tests
-ADMIN = Caller("000000000000", "test-admin", admin=True)
+
 #: the CLI's account, made by the server fixture
 CREDENTIALS: dict[str, str] = {}
 
@@ -73,12 +73,7 @@ def server(tmp_path_factory):
     try:
         yield server.url, service
     finally:
-        # leave no domains behind in the process-wide test:///default host
-        rows, _ = service.instances.describe(ADMIN, limit=1000)
-        for inst in rows:
-            if inst.state not in ("terminated", "shutting-down"):
-                service.instances.terminate(ADMIN, inst.id)
-        service.worker.idle(timeout=10)
+        terminate_all(service)  # leave no domains behind in the process-wide test:///default host
         server.close()
         service.close()
 

@@ -12,16 +12,15 @@ import requests
 from click.testing import CliRunner
 
 from api.app import create_app
-from computed.accounts import Caller
 from computed.cli import cli
 from computed.settings import Settings
 from images.store import ImageStore
 from tests.fakes import publish_with_disk
+from tests.cleanup import ADMIN, terminate_all
 from tests.http_server import ThreadedServer
 from tests.unit.api.conftest import find_free_ports, write_node_xml
 
 IMAGE = "debian-12-podman"
-ADMIN = Caller("000000000000", "test-admin", admin=True)
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +39,7 @@ def server(tmp_path_factory):
     try:
         yield server.url, service, accounts
     finally:
-        # leave no domains behind in the process-wide test:///default host
-        rows, _ = service.instances.describe(ADMIN, limit=1000)
-        for inst in rows:
-            if inst.state not in ("terminated", "shutting-down"):
-                service.instances.terminate(ADMIN, inst.id)
-        service.worker.idle(timeout=10)
+        terminate_all(service)  # leave no domains behind in the process-wide test:///default host
         server.close()
         service.close()
 

@@ -6,8 +6,6 @@ Also the limits one at a time, their settings, and a token race lost in the data
 from __future__ import annotations
 
 import dataclasses
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
@@ -20,6 +18,7 @@ from computed.models import Instance, UsageEvent
 from computed.service import Service
 from computed.settings import Settings, SettingsError
 
+from tests.at_once import at_once as released_together
 from tests.http_server import ThreadedServer
 from tests.unit.api.conftest import DOMAIN_PREFIX, IMAGE
 
@@ -54,15 +53,7 @@ def serve(make_app):
 
 
 def at_once(send, n: int = AT_ONCE) -> list[requests.Response]:
-    """send(i) for i in range(N), all released together from N threads."""
-    barrier = threading.Barrier(n)
-
-    def one(i):
-        barrier.wait()
-        return send(i)
-
-    with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(one, range(n)))
+    return released_together(send, n)
 
 
 def codes(responses) -> dict[str, int]:

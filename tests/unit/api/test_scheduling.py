@@ -18,9 +18,7 @@ to two services on one store, never overcommitting a host."""
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from computed.clock import FakeClock
 from computed.models import Host, Instance, UsageEvent
 from computed.reconcile import Findings
 from computed.service import Service
+from tests.at_once import at_once as released_together
 from tests.http_server import ThreadedServer
 from tests.unit.api.conftest import DOMAIN_PREFIX
 
@@ -440,15 +439,7 @@ def test_hosts_on_one_address_share_its_ports_and_a_host_with_ports_left_takes_t
 # -- launches at once ----------------------------------------------------------------------------
 
 def at_once(send, n: int = AT_ONCE) -> list[requests.Response]:
-    """send(i) for i in range(N), all released together from N threads."""
-    barrier = threading.Barrier(n)
-
-    def one(i):
-        barrier.wait()
-        return send(i)
-
-    with ThreadPoolExecutor(n) as pool:
-        return list(pool.map(one, range(n)))
+    return released_together(send, n)
 
 
 def outcome(responses) -> dict[str, int]:
