@@ -95,12 +95,12 @@ def launch(server, who: str = "user") -> str:
 
 def test_add_ls_show(run, node):
     uri = node(cpus=4, memory_mib=2048)
-    added = run("host", "add", "node-ls", uri, "--address", "10.0.0.2")
+    added = run("host", "add", "node-ls", uri, "--address", "127.0.2.2")
     assert added.exit_code == 0, added.output
     assert added.stderr == f"added host node-ls ({uri}, 4 CPUs, 2048 MiB, enabled)\n"
     host = shown(run, "node-ls")
     assert (host["uri"], host["address"], host["enabled"], host["reachable"], host["image_mode"]) == (
-        uri, "10.0.0.2", True, True, "shared")
+        uri, "127.0.2.2", True, True, "shared")
     assert host["capacity"] == {"vcpus": 4, "memory_mib": 2048}
     assert host["room"] == {"vcpus": 16, "memory_mib": 16384}
     assert listed(run)["node-ls"] == host
@@ -109,7 +109,7 @@ def test_add_ls_show(run, node):
     assert table.exit_code == 0, table.output
     header = table.stdout.splitlines()[0].split()
     assert header[:5] == ["NAME", "URI", "ADDRESS", "ENABLED", "REACHABLE"] and header[-1] == "INSTANCES"
-    assert row(table.stdout, "node-ls") == ["node-ls", uri, "10.0.0.2", "yes", "yes", "0/16", "0/16384", "0"]
+    assert row(table.stdout, "node-ls") == ["node-ls", uri, "127.0.2.2", "yes", "yes", "0/16", "0/16384", "0"]
     local = row(table.stdout, "local")  # its reachability: whenever the service's first check is done
     assert local[:4] + local[5:] == ["local", "test:///default", "127.0.0.1", "yes", "0/64", "0/24576", "0"]
     assert run("host", "rm", "node-ls").exit_code == 0

@@ -8,7 +8,6 @@ key and run the preloaded container, the console read back through libvirt, stop
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import time
@@ -23,6 +22,7 @@ from computed import ssh
 from computed.copy_storage import CopyStorage, image_volume_name, pool_names
 from computed.models import HostImage, Instance
 from computed.provisioner import port_is_free
+from images.manifest import sha256_file
 
 from .service_harness import RunningService, domain_names
 from .sshd import Sshd, SshdUnavailable
@@ -140,14 +140,6 @@ def pool_files(storage_dir: Path, which: int) -> set[str]:
         conn.close()
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def test_an_instance_on_a_host_reached_over_ssh(svc, sshd, storage_dir, uploads, settings):
     known_hosts_before = [p.read_bytes() if p.exists() else None for p in KNOWN_HOSTS]
     logins_before = sshd.logins()
@@ -171,7 +163,7 @@ def test_an_instance_on_a_host_reached_over_ssh(svc, sshd, storage_dir, uploads,
     wanted = {role: image_volume_name(role, manifest.artifacts[role]) for role in ("disk", "kernel", "initrd")}
     assert sorted(n for n in uploads if not n.startswith(iid)) == sorted(wanted.values())
     assert pool_files(storage_dir, 0) == set(wanted.values())
-    assert sha256(storage_dir / "images" / wanted["disk"]) == manifest.artifacts["disk"]["sha256"]
+    assert sha256_file(storage_dir / "images" / wanted["disk"]) == manifest.artifacts["disk"]["sha256"]
     with svc.service.db.reading() as s:
         rows = [(r.host, r.disk_sha256, r.image, r.image_version) for r in s.scalars(select(HostImage))]
     assert rows == [("remote", manifest.artifacts["disk"]["sha256"], manifest.name, manifest.version)]

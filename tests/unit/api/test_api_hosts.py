@@ -75,10 +75,10 @@ def test_add_hosts(admin, node_uri, service):
                      "capacity": {"vcpus": 4, "memory_mib": 2048}, "room": {"vcpus": 16, "memory_mib": 16384},
                      "allocated": {"instances": 0, "vcpus": 0, "memory_mib": 0}}
 
-    copy = add(admin, name="node-3", uri=node_uri(cpus=2, memory_mib=1024, name="three"), address="10.0.0.3",
+    copy = add(admin, name="node-3", uri=node_uri(cpus=2, memory_mib=1024, name="three"), address="127.0.2.3",
                image_mode="copy", storage_dir="/srv/computed", enabled=False)
     assert (copy["address"], copy["image_mode"], copy["storage_dir"], copy["enabled"]) == (
-        "10.0.0.3", "copy", "/srv/computed", False)
+        "127.0.2.3", "copy", "/srv/computed", False)
     assert copy["capacity"] == {"vcpus": 2, "memory_mib": 1024}
 
     listed = hosts(admin)
@@ -132,7 +132,7 @@ BAD_BODIES = {
     "storage_dir in shared mode": ({"name": "node-2", "uri": "NODE", "storage_dir": "/srv"}, "storage_dir"),
     "enabled as a number": ({"name": "node-2", "uri": "NODE", "enabled": 1}, "enabled"),
     "enabled as a string": ({"name": "node-2", "uri": "NODE", "enabled": "true"}, "enabled"),
-    "address with a space": ({"name": "node-2", "uri": "NODE", "address": "10.0.0.2 x"}, "address"),
+    "address with a space": ({"name": "node-2", "uri": "NODE", "address": "127.0.2.2 x"}, "address"),
     "unknown field": ({"name": "node-2", "uri": "NODE", "cpus": 4}, "cpus"),
 }
 
