@@ -33,12 +33,10 @@ service may remain. Exit code 1 if the audit fails or any request failed."""
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import random
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +49,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+# the audit and the helpers the benchmarks and the multi-process test share
+from tests.audit import REFUSALS, check_launches, check_usage_walks, percentile  # noqa: E402
+from tests.serve_process import free_port_range  # noqa: E402
+
 OPS = ("list", "get", "launch", "terminate", "ec2")
 LABELS = {"list": "GET /v1/instances", "get": "GET /v1/instances/{id}", "launch": "POST /v1/instances",
           "terminate": "DELETE /v1/instances/{id}", "ec2": "EC2 DescribeInstances"}
@@ -59,18 +61,7 @@ SIZE = "t3.nano"
 IMAGE = "debian-12-podman"
 TIMEOUT = (5, 60)  # connect, read (s)
 LAUNCH_ATTEMPTS = 5
-#: answers to a launch that are the service's limits at work, not failures: counted apart
-REFUSALS = ("InsufficientInstanceCapacity", "InstanceLimitExceeded")
 ATTEMPTS = 3
-#: state -> the states it may change to (lifecycle.py, instances.py)
-TRANSITIONS = {
-    "pending": {"running", "shutting-down", "terminated", "stopped"},
-    "running": {"stopping", "stopped", "shutting-down"},
-    "stopping": {"stopped", "shutting-down"},
-    "stopped": {"pending", "shutting-down"},
-    "shutting-down": {"terminated"},
-    "terminated": set(),
-}
 
 
 # -- the clients (in child processes) -----------------------------------------------------------
@@ -256,25 +247,6 @@ def _run_client(client: Client, deadline: float) -> None:
 
 # -- the service (in this process) -------------------------------------------------------------
 
-def free_port_range(size: int, rnd: random.Random) -> tuple[int, int]:
-    """SIZE consecutive ports below Linux's ephemeral range (so client connections never take
-    one), the first and last of them free now."""
-    for _ in range(200):
-        low = rnd.randrange(20000, 32000 - size)
-        if all(_free(p) for p in (low, low + size - 1)):
-            return low, low + size - 1
-    raise SystemExit("no free SSH port range found")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 def limits(most: int) -> dict:
     """Settings that keep the service's limits on instances out of the way (where this
     version of the service has them) for MOST instances at once: libvirt's test host has 16
@@ -296,83 +268,22 @@ def limits(most: int) -> dict:
     return {k: v for k, v in wanted.items() if k in Settings.__dataclass_fields__}
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    pos = (len(sorted_values) - 1) * q
-    low = int(pos)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (pos - low)
-
-
 # -- the audit -----------------------------------------------------------------------------------
 
 def audit(svc, results: list[dict]) -> tuple[list[str], list[str]]:
     """(problems, facts): what is wrong in the store and the libvirt host after the run, and
     what was checked."""
-    from sqlalchemy import select
+    from tests.audit import read_store
 
-    from computed.models import Instance, UsageEvent
-
-    problems: list[str] = []
-    with svc.db.reading() as s:
-        instances = {i.id: i for i in s.scalars(select(Instance))}
-        events: dict[str, list[UsageEvent]] = defaultdict(list)
-        for e in s.scalars(select(UsageEvent).order_by(UsageEvent.id)):
-            events[e.instance_id].append(e)
+    view = read_store(svc.db)
+    instances, events = view.instances, view.events
     domains = {d.name() for d in svc.host.conn().listAllDomains()}
 
-    by_token: dict[tuple[str, str], list] = defaultdict(list)
-    for inst in instances.values():
-        by_token[(inst.owner, inst.client_token)].append(inst)
-    sent = {}
-    acked = unacked = unacked_found = acked_instances = 0
-    for r in results:
-        for launch in r["launches"]:
-            key = (r["account_id"], launch["token"])
-            sent[key] = launch
-            found = by_token.get(key, [])
-            ids = sorted(i.id for i in found)
-            if launch["ids"] is not None:
-                acked += 1
-                acked_instances += len(launch["ids"])
-                if ids != sorted(launch["ids"]):
-                    lost = sorted(set(launch["ids"]) - set(ids))
-                    extra = sorted(set(ids) - set(launch["ids"]))
-                    problems.append(f"launch {launch['token']}: acknowledged {sorted(launch['ids'])}, the store has "
-                                    f"{ids} (lost {lost}, duplicated/unacknowledged {extra})")
-            else:
-                unacked += 1
-                unacked_found += bool(found)
-                if found and len(found) != launch["count"]:
-                    problems.append(f"launch {launch['token']} (never acknowledged): {len(found)} instances in the "
-                                    f"store for count {launch['count']}")
-            if len({i.reservation_id for i in found}) > 1:
-                problems.append(f"launch {launch['token']}: {len({i.reservation_id for i in found})} reservations")
-    unknown = [i.id for key, found in by_token.items() if key not in sent for i in found]
-    if unknown:
-        problems.append(f"{len(unknown)} instances no client launched: {unknown[:5]}")
-
-    transitions = 0
-    for instance_id, history in events.items():
-        inst = instances.get(instance_id)
-        if inst is None:
-            problems.append(f"usage events of {instance_id}, which is not in the store")
-            continue
-        states = [e.state for e in history]
-        if states[0] != "pending":
-            problems.append(f"{instance_id}: its first usage event is {states[0]}, not pending")
-        for before, after in itertools.pairwise(history):
-            transitions += 1
-            if after.state not in TRANSITIONS[before.state]:
-                problems.append(f"{instance_id}: usage events {before.state} -> {after.state} (ids {before.id}, "
-                                f"{after.id}): not a transition of the state machine")
-            if after.at < before.at:
-                problems.append(f"{instance_id}: usage event {after.id} is earlier than {before.id}")
-        if states[-1] != inst.state:
-            problems.append(f"{instance_id}: is {inst.state}, its last usage event says {states[-1]}")
-    for instance_id in instances.keys() - events.keys():
-        problems.append(f"{instance_id}: no usage event")
+    records = [{"owner": r["account_id"], "token": launch["token"], "count": launch["count"], "ids": launch["ids"]}
+               for r in results for launch in r["launches"]]
+    problems, launched = check_launches(records, instances)
+    walk_problems, transitions = check_usage_walks(instances, events)
+    problems += walk_problems
 
     terminated_acked = {i for r in results for i in r["terminated"]}
     gone = 0
@@ -395,9 +306,10 @@ def audit(svc, results: list[dict]) -> tuple[list[str], list[str]]:
     if foreign:
         problems.append(f"clients were shown {len(foreign)} instances of other accounts: {foreign[:5]}")
     running = sum(1 for i in instances.values() if i.state == "running")
-    facts = [(f"{acked} launches acknowledged -> {acked_instances} instances, each in the store exactly once under "
-              f"its client token; {unacked} never acknowledged ({unacked_found} of them in the store, whole)"),
-             f"{len(instances)} instances in the store, {len(unknown)} that no client launched",
+    facts = [(f"{launched.acknowledged} launches acknowledged -> {launched.acknowledged_instances} instances, each in "
+              f"the store exactly once under its client token; {launched.unacknowledged} never acknowledged "
+              f"({launched.unacknowledged_found} of them in the store, whole)"),
+             f"{len(instances)} instances in the store, {len(launched.unknown)} that no client launched",
              (f"{sum(len(h) for h in events.values())} usage events, {transitions} transitions checked "
               f"(pending first, no state repeated, last = current state)"),
              (f"{gone} terminated instances without domain or files ({len(terminated_acked)} terminations "
