@@ -55,6 +55,20 @@ class Findings:
         return any((self.orphan_domains, self.orphan_files, self.vanished, self.powered_off, self.resumed))
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """What a pass saw of an instance; any change since (every change of state moves
+    state_changed_at) means someone else acted on it meanwhile."""
+    id: str
+    state: str
+    state_changed_at: dt.datetime
+    handled_by: str | None
+
+    @classmethod
+    def of(cls, inst: Instance) -> _Seen:
+        return cls(inst.id, inst.state, inst.state_changed_at, inst.handled_by)
+
+
 class Reconciler:
     def __init__(self, settings: Settings, db: Database, provisioner: Provisioner, lifecycle: Lifecycle,
                  worker: Worker, clock: Clock, started: dt.datetime):
@@ -93,15 +107,19 @@ class Reconciler:
 
     def _host(self, host: Host, at_start: bool, found: Findings) -> None:
         conn = self.hosts.connection(host.name, host.uri)
-        domains = {iid: (name, state) for iid, (name, state, on) in conn.our_domains(self.provisioner.store).items()
-                   if on in (host.name, "")}
+        # the store first, then the domains: a terminate removes the domain before it ends the
+        # instance, so one finishing in between is never taken for an orphan domain
         with self.db.reading() as s:
             live = {i.id: i for i in s.scalars(select(Instance).where(Instance.host == host.name,
                                                                        Instance.state.in_(LIVE)))}
             ever_ran = set(s.scalars(select(UsageEvent.instance_id).where(
                 UsageEvent.instance_id.in_(list(live)), UsageEvent.state == "running").distinct()))
-        for instance_id, (name, _) in domains.items():
+        domains = {iid: name for iid, (name, _, on) in conn.our_domains(self.provisioner.store).items()
+                   if on in (host.name, "")}
+        for instance_id, name in domains.items():
             if instance_id not in live and not self.worker.busy(instance_id) and not self._exists_live(instance_id):
+                if conn.state(name) is None:
+                    continue  # removed meanwhile by whoever ended it
                 conn.destroy(name)
                 conn.undefine(name)
                 found.orphan_domains.append(name)
@@ -121,12 +139,12 @@ class Reconciler:
             if not lock.acquire(blocking=False):
                 continue
             try:
-                domain = domains.get(instance_id, (None, None))[1]
-                if domain is None:
-                    # by its name (unique on the host): a domain made before domains carried their
-                    # store's id, or under another store id (the database moved), is no vanished one
-                    domain = conn.state(inst.domain_name)
-                self._instance(instance_id, domain, instance_id in ever_ran, at_start or orphaned, found)
+                # asked now, not taken from the listing: the instance may have moved on since. A
+                # domain the listing did not show is looked up by its name (unique on the host): one
+                # made before domains carried their store's id, or under another store id (the
+                # database moved), is no vanished one
+                domain = conn.state(domains.get(instance_id, inst.domain_name))
+                self._instance(_Seen.of(inst), domain, instance_id in ever_ran, at_start or orphaned, found)
             finally:
                 lock.release()
 
@@ -151,13 +169,16 @@ class Reconciler:
             inst = s.get(Instance, instance_id)
             return inst is not None and inst.state in LIVE and host in (None, inst.host)
 
-    def _instance(self, instance_id: str, domain: str | None, ran_before: bool, interrupted: bool,
+    def _instance(self, seen: _Seen, domain: str | None, ran_before: bool, interrupted: bool,
                   found: Findings) -> None:
-        """INSTANCE_ID's store state brought in line with its DOMAIN's state; INTERRUPTED:
-        whatever work it was in was cut short (by a restart, or its handler's death)."""
+        """An instance's store state brought in line with its DOMAIN's state (asked after SEEN
+        was read); INTERRUPTED: whatever work it was in was cut short (by a restart, or its
+        handler's death). Nothing is done if the instance changed since SEEN: a request taken
+        meanwhile (by this process or another) is its handler's, and DOMAIN may predate it."""
+        instance_id = seen.id
         with self.db.session() as s:
             inst = s.get(Instance, instance_id)
-            if inst is None or inst.state not in LIVE or not self.lifecycle.mine(inst):
+            if inst is None or _Seen.of(inst) != seen or not self.lifecycle.mine(inst):
                 return
             state, now = inst.state, self.clock.now()
             launching = state == "pending" and not ran_before
