@@ -1,9 +1,13 @@
 """Who is calling: every request but the public pages (health, the OpenAPI document and
-its docs page) carries credentials, checked before the view runs.
+its docs page; /metrics with the ``[metrics] public`` setting) carries credentials, checked
+before the view runs.
 
 - HTTP Basic: the access key id as user name, the secret as password (``curl -u``).
 - AWS Signature Version 4, in the ``Authorization`` header or a presigned query string
   (boto3, the AWS CLI), for the REST and the EC2 API alike.
+- The web console's session cookie (``api.console_session``), for ``/v1`` and the console
+  only, when no ``Authorization`` header is sent; a request that may change something also
+  needs the console's header (CSRF). The console's page, assets and login are public.
 
 Any failure is ``AuthFailure`` (401) with one message whatever went wrong: an unknown key,
 a wrong secret or signature, a clock skew over 15 minutes, an expired presigned URL."""
@@ -18,12 +22,14 @@ from flask import Flask, g, request
 from computed.accounts import Caller
 from computed.errors import AuthFailure
 
-from . import sigv4
+from . import console_session, sigv4
 from .service import service
 
 log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
+#: public too with the ``[metrics] public`` setting (else for admins: api.metrics)
+METRICS_PATH = "/metrics"
 #: SigV4 credential scopes accepted: the EC2 API's, and ours for the REST API
 SERVICES = frozenset({"ec2", "computed"})
 FAILED = "AWS was not able to validate the provided access credentials"
@@ -34,13 +40,32 @@ def current_caller() -> Caller:
     return g.caller
 
 
+def check_secret(access_key_id: str, secret: str) -> Caller:
+    """The caller whose access key this is, if SECRET is its secret; else AuthFailure."""
+    # only what could be a key id reaches the store (PostgreSQL refuses to compare a NUL)
+    possible = access_key_id.isascii() and access_key_id.isalnum()
+    found = service().accounts.lookup(access_key_id) if possible else None
+    # compare even for an unknown key, so the answer takes as long either way
+    expected = found[1] if found else "-" * 40
+    if not hmac.compare_digest(secret.encode(), expected.encode()) or found is None:
+        raise AuthFailure(FAILED)
+    return found[0]
+
+
 def _basic() -> Caller:
     auth = request.authorization
-    found = service().accounts.lookup(auth.username or "")
-    # compare even for an unknown key, so the answer takes as long either way
-    secret = found[1] if found else "-" * 40
-    if not hmac.compare_digest((auth.password or "").encode(), secret.encode()) or found is None:
+    return check_secret(auth.username or "", auth.password or "")
+
+
+def _session(token: str) -> Caller:
+    """The console's cookie: its access key looked up again (one deleted since ends it)."""
+    svc = service()
+    session = console_session.sessions().read(token, svc.clock.now())
+    found = svc.accounts.lookup(session.access_key_id) if session else None
+    if found is None:
         raise AuthFailure(FAILED)
+    if request.method not in console_session.SAFE_METHODS and request.headers.get(console_session.HEADER) != "1":
+        raise console_session.ConsoleHeaderMissing(console_session.MISSING_HEADER)
     return found[0]
 
 
@@ -68,6 +93,10 @@ def _signed(query: list[tuple[str, str]]) -> Caller:
 def authenticate() -> None:
     if request.path in PUBLIC_PATHS or request.method == "OPTIONS" and request.path.startswith("/docs"):
         return
+    if request.path == METRICS_PATH and service().settings.metrics_public:
+        return
+    if console_session.is_public(request.path, request.method):
+        return
     query = sigv4.parse_query(request.query_string)
     if sigv4.is_signed(request.headers, query):
         g.caller = _signed(query)
@@ -75,6 +104,9 @@ def authenticate() -> None:
         g.caller = _basic()
     elif request.headers.get("Authorization", "").strip()[:6].lower() == "basic ":
         raise AuthFailure(FAILED)  # Basic credentials werkzeug cannot decode: wrong, not missing
+    elif ("Authorization" not in request.headers and console_session.COOKIE in request.cookies
+          and console_session.applies(request.path)):
+        g.caller = _session(request.cookies[console_session.COOKIE])
     else:
         raise AuthFailure(MISSING)
 

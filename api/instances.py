@@ -14,6 +14,7 @@ from computed.instances import STATE_CODES, InstanceFilter, LaunchRequest
 from computed.models import Instance
 
 from .blueprint import Blueprint
+from .ports import port_view, spec
 from .schemas import (INSTANCE_ID_PARAM, ConsoleSchema, ErrorResponseSchema, InstanceCreateSchema, InstanceListSchema,
                       InstanceQuerySchema, InstanceSchema, LaunchResultSchema)
 from .auth import current_caller
@@ -48,6 +49,7 @@ def view(inst: Instance, cost: Decimal | None = None, host_reachable: bool | Non
                       "host_reachable": host_reachable},
         "ssh": {"host": inst.ssh_host if reachable else None, "port": inst.ssh_port if reachable else None,
                 "user": user, "command": command},
+        "ports": [port_view(p) for p in inst.ports] if inst.state != "terminated" else [],
         "ready": {"ssh": inst.ready_ssh, "container_engine": inst.ready_engine},
         "cost_so_far": str(svc.billing.cost_so_far(inst) if cost is None else cost),
     }
@@ -87,6 +89,7 @@ class Instances(MethodView):
     @blp.arguments(InstanceCreateSchema, error_status_code=400)
     @blp.response(202, LaunchResultSchema)
     @blp.alt_response(400, schema=ErrorResponseSchema)
+    @blp.alt_response(409, schema=ErrorResponseSchema)
     @blp.alt_response(413, schema=ErrorResponseSchema)
     @blp.alt_response(415, schema=ErrorResponseSchema)
     @blp.alt_response(503, schema=ErrorResponseSchema)
@@ -96,7 +99,8 @@ class Instances(MethodView):
         svc = service()
         req = LaunchRequest(size=body["size"], image=body.get("image") or svc.settings.default_image,
                             key_name=body.get("key_name"), user_data=body.get("user_data"), count=body["count"],
-                            tags=body["tags"], client_token=body.get("client_token"))
+                            tags=body["tags"], client_token=body.get("client_token"),
+                            ports=tuple(spec(p) for p in body["ports"]))
         rows, _ = svc.instances.run(current_caller(), req)
         return {"reservation_id": rows[0].reservation_id, "instances": views(rows)}
 

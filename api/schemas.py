@@ -13,6 +13,8 @@ from computed.hosts import HOST_NAME, IMAGE_MODES, LIBVIRT_URI, check_uri
 from computed.instances import INSTANCE_ID, MAX_COUNT, MAX_TAGS, MAX_USER_DATA, STATE_CODES, TAG_KEY, TAG_VALUE
 from computed.keypairs import NAME as KEY_NAME_RE
 
+from .port_schemas import PORTS_FIELD, PortSchema
+
 
 def _anchored(regex) -> str:
     """REGEX (a whole-string pattern of the core) as a JSON Schema pattern, which matches
@@ -135,6 +137,7 @@ class InstanceCreateSchema(Schema):
     client_token = fields.String(validate=Pattern(r"^[\x20-\x7e]{1,64}$", error="1 to 64 printable ASCII characters"),
                                  metadata={"description": "1 to 64 printable ASCII characters: a retry with the same "
                                                           "token and parameters is the same request"})
+    ports = PORTS_FIELD
 
     @validates_schema
     def _across_fields(self, data, **kwargs):
@@ -210,6 +213,8 @@ class InstanceSchema(Schema):
     host = fields.String(required=True, metadata={"description": "the libvirt URI of the instance's host"})
     placement = fields.Nested(PlacementSchema, required=True)
     ssh = fields.Nested(SSHEndpointSchema, required=True)
+    ports = fields.List(fields.Nested(PortSchema), required=True,
+                        metadata={"description": "guest ports forwarded from the host's address, besides SSH"})
     ready = fields.Nested(ReadinessSchema, required=True)
     cost_so_far = fields.String(required=True, metadata={"description": "since launch, exact decimal, in currency"})
 

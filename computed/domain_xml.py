@@ -4,6 +4,7 @@ spliced into markup."""
 
 from __future__ import annotations
 
+import itertools
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
@@ -13,6 +14,8 @@ METADATA_NS = "https://computed.dev/xmlns/instance/1"
 METADATA_PREFIX = "computed"
 #: QEMU's user-mode NIC goes to a PCI slot libvirt leaves free (slot 2 is taken otherwise)
 USER_NET_PCI_ADDR = "0x1e"
+#: the id of that NIC's QEMU network backend (hostfwd_add and hostfwd_remove name it)
+NETDEV = "computed-net0"
 
 ET.register_namespace("qemu", QEMU_NS)
 ET.register_namespace(METADATA_PREFIX, METADATA_NS)
@@ -32,6 +35,8 @@ class DomainSpec:
     console_log: str
     ssh_host: str
     ssh_port: int
+    #: more guest TCP ports forwarded: (host address, host port, guest port)
+    forwards: tuple[tuple[str, int, int], ...] = ()
     #: instance id, owner, size, image...: shown in <metadata>
     metadata: dict[str, str] = field(default_factory=dict)
 
@@ -99,14 +104,38 @@ def build(spec: DomainSpec) -> str:
     _sub(rng, "backend", "/dev/urandom", model="random")
     _sub(devices, "memballoon", model="virtio")
 
-    # QEMU user-mode networking with SSH forwarded from a loopback port: libvirt 9.0 has no
-    # element for hostfwd, so the NIC goes on QEMU's own command line.
+    # QEMU user-mode networking with SSH (and the user's ports) forwarded from ports of the
+    # host's address: libvirt 9.0 has no element for hostfwd, so the NIC goes on QEMU's own
+    # command line.
     cmd = ET.SubElement(dom, f"{{{QEMU_NS}}}commandline")
-    for arg in ("-netdev", f"user,id=computed-net0,hostfwd=tcp:{spec.ssh_host}:{spec.ssh_port}-:22",
-                "-device", f"virtio-net-pci,netdev=computed-net0,bus=pci.0,addr={USER_NET_PCI_ADDR}"):
+    for arg in ("-netdev", user_netdev(spec.ssh_host, spec.ssh_port, spec.forwards),
+                "-device", f"virtio-net-pci,netdev={NETDEV},bus=pci.0,addr={USER_NET_PCI_ADDR}"):
         ET.SubElement(cmd, f"{{{QEMU_NS}}}arg", {"value": arg})
     ET.indent(dom)
     return ET.tostring(dom, encoding="unicode")
+
+
+def hostfwd(address: str, host_port: int, guest_port: int) -> str:
+    """One forwarding rule as QEMU's hostfwd option and its hostfwd_add command take it."""
+    return f"tcp:{address}:{int(host_port)}-:{int(guest_port)}"
+
+
+def user_netdev(ssh_host: str, ssh_port: int, forwards: tuple[tuple[str, int, int], ...] = ()) -> str:
+    """The -netdev value: user-mode networking forwarding SSH, then FORWARDS."""
+    rules = [hostfwd(ssh_host, ssh_port, 22), *(hostfwd(*f) for f in forwards)]
+    return ",".join([f"user,id={NETDEV}", *(f"hostfwd={r}" for r in rules)])
+
+
+def with_forwards(xml: str, ssh_host: str, ssh_port: int, forwards: tuple[tuple[str, int, int], ...]) -> str:
+    """A domain's XML (ours, as libvirt gives it back) with its user-mode NIC forwarding
+    SSH and FORWARDS instead of what it forwarded before; ValueError if it has none."""
+    root = ET.fromstring(xml)
+    args = root.findall(f"{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}arg")
+    for flag, value in itertools.pairwise(args):
+        if flag.get("value") == "-netdev" and value.get("value", "").startswith(f"user,id={NETDEV},"):
+            value.set("value", user_netdev(ssh_host, ssh_port, forwards))
+            return ET.tostring(root, encoding="unicode")
+    raise ValueError("the domain has no user-mode network of ours")
 
 
 def build_probe(spec: DomainSpec) -> str:

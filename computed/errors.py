@@ -74,6 +74,21 @@ class InstanceLimitExceeded(ComputedError):
     code, status = "InstanceLimitExceeded", 400
 
 
+class BudgetExceeded(ComputedError):
+    """A launch or start refused while the account's spend this month is at or over its
+    budget and the budget's action is stop: the account can change that (raise the budget,
+    remove it, make it notify only), so a conflict with its state, not a bad request."""
+    code, status = "BudgetExceeded", 409
+
+
+class BudgetNotFound(ComputedError):
+    code, status = "InvalidBudget.NotFound", 404
+
+
+class AccountNotFound(ComputedError):
+    code, status = "InvalidAccountID.NotFound", 404
+
+
 class UnauthorizedOperation(ComputedError):
     """An operation the caller's account may not do (admins only)."""
     code, status = "UnauthorizedOperation", 403
@@ -90,6 +105,15 @@ class InvalidHostDuplicate(ComputedError):
 class HostInUse(ComputedError):
     """A host that still has instances cannot be removed."""
     code, status = "InvalidHost.InUse", 409
+
+
+class PortInUse(ComputedError):
+    """A host port already forwarded to an instance, or taken on the host by another program."""
+    code, status = "InvalidPort.InUse", 409
+
+
+class PortNotFound(ComputedError):
+    code, status = "InvalidPort.NotFound", 404
 
 
 class ServiceUnavailable(ComputedError):

@@ -10,6 +10,7 @@ instances keep their state and are shown as on an unreachable host, never ended.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -131,6 +132,8 @@ class Hosts:
         self._askers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="computed-host-check")
         #: called with (instance id, how) when a guest on any host stops by itself
         self.on_guest_stopped: Callable[[str, str], None] | None = None
+        #: called with (host name, operation) when a libvirt call to a host fails (metrics)
+        self.on_libvirt_error: Callable[[str, str], None] | None = None
 
     # -- the store's hosts -------------------------------------------------------------
 
@@ -258,6 +261,7 @@ class Hosts:
             if conn is None or conn.uri != uri:
                 conn = LibvirtHost(uri)
                 conn.on_guest_stopped = self._guest_stopped
+                conn.on_error = functools.partial(self._libvirt_error, name)
                 self._connections[name] = conn
             return conn
 
@@ -268,6 +272,10 @@ class Hosts:
     def _guest_stopped(self, instance_id: str, how: str) -> None:
         if self.on_guest_stopped is not None:
             self.on_guest_stopped(instance_id, how)
+
+    def _libvirt_error(self, name: str, operation: str) -> None:
+        if self.on_libvirt_error is not None:
+            self.on_libvirt_error(name, operation)
 
     def close(self) -> None:
         self._askers.shutdown(wait=False, cancel_futures=True)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from images.store import ImageStore
 
-from . import page_token
+from . import page_token, ports
 from .db import Database
 from .errors import (IdempotentParameterMismatch, IncorrectInstanceState, InstanceIdMalformed, InstanceLimitExceeded,
                      InstanceNotFound, InsufficientInstanceCapacity, InvalidImageNotFound, InvalidKeyPairNotFound,
@@ -31,6 +31,7 @@ from .lifecycle import USER_STOP, USER_TERMINATE, Lifecycle, set_state
 from .clock import Clock
 from .hosts import Hosts, is_local
 from .models import Host, Instance, Tag, UsageEvent
+from .ports import PortSpec
 from .provisioner import Provisioner, port_is_free
 from .scheduler import Scheduler
 from .settings import Settings
@@ -69,11 +70,15 @@ class LaunchRequest:
     count: int = 1
     tags: dict[str, str] = field(default_factory=dict)
     client_token: str | None = None
+    #: guest ports to forward from the host's address, besides SSH
+    ports: tuple[PortSpec, ...] = ()
 
     def fingerprint(self) -> str:
         """What makes two requests with one client token "the same request"."""
         data = {"size": self.size, "image": self.image, "key_name": self.key_name, "count": self.count,
                 "user_data": base64.b64encode(self.user_data or b"").decode(), "tags": sorted(self.tags.items())}
+        if self.ports:  # absent otherwise: a request from before ports keeps its fingerprint
+            data["ports"] = [str(p) for p in self.ports]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -118,6 +123,9 @@ class Instances:
         self.images = images
         self.provisioner = provisioner
         self.lifecycle = lifecycle
+        #: called with an account id before a launch or a start for that account; refuses it by
+        #: raising (the account's budget: ``budgets``, which the service plugs in)
+        self.admit = lambda account_id: None
 
     # -- launch ------------------------------------------------------------------------
 
@@ -134,6 +142,7 @@ class Instances:
         if req.client_token is not None and not (0 < len(req.client_token) <= 64 and req.client_token.isascii()):
             raise InvalidParameterValue("client_token is 1 to 64 ASCII characters")
         check_tags(req.tags)
+        ports.check(req.ports, self.settings, req.count)
         fingerprint = req.fingerprint()
         if req.client_token:  # a retry needs neither the write lock nor what it named to exist still
             with self.db.reading() as s:
@@ -149,6 +158,7 @@ class Instances:
             key = self.keypairs.find(caller, req.key_name)
             if key is None:
                 raise InvalidKeyPairNotFound(f"the key pair {req.key_name!r} does not exist")
+        self.admit(caller.account_id)  # BudgetExceeded (409) while its budget stops it
         self.hosts.check_usable()  # ServiceUnavailable (503) while no host can be reached
         try:
             with self.db.session() as s:
@@ -175,8 +185,9 @@ class Instances:
                         ssh_host=host.address, ssh_port=port, ready_ssh=False, ready_engine=False,
                         handled_by=self.lifecycle.processes.id,
                         launch_time=now, state_changed_at=now,
-                        tags=[Tag(key=k, value=v) for k, v in sorted(req.tags.items())])
+                        tags=[Tag(key=k, value=v) for k, v in sorted(req.tags.items())], ports=[])
                     s.add(inst)
+                    ports.allocate(s, inst, req.ports, self.settings)
                     s.add(UsageEvent.of(inst))
                     created.append(inst)
         except IntegrityError:
@@ -305,14 +316,20 @@ class Instances:
 
     # -- actions -----------------------------------------------------------------------
 
-    def change(self, caller: Caller, action: str, instance_ids: list[str]) -> list[tuple[Instance, str]]:
+    def change(self, caller: Caller, action: str, instance_ids: list[str],
+               reason: tuple[str, str] | None = None) -> list[tuple[Instance, str]]:
         """ACTION ("stop", "start", "terminate") on every instance named, or on none: all
         are checked (id, owner, state) in one transaction before any changes, as EC2 does.
         Returns (instance, previous state) for each. Stopping a stopped instance, starting a
-        running one or terminating a terminated one is no error and changes nothing."""
+        running one or terminating a terminated one is no error and changes nothing. REASON
+        (code, message) is the state reason of those it changes, the user's by default."""
         allowed, verb, schedule = ACTIONS[action]
         with self.db.reading() as s:
-            hosts = {inst.host for inst in self._owned(s, caller, instance_ids) if inst.host}
+            owned = self._owned(s, caller, instance_ids)
+        if action == "start":
+            for owner in sorted({inst.owner for inst in owned if inst.state == "stopped"}):
+                self.admit(owner)  # BudgetExceeded (409) while the owner's budget stops it
+        hosts = {inst.host for inst in owned if inst.host}
         self.hosts.ping(hosts)  # ServiceUnavailable (503) while a host cannot be reached
         with self.db.session() as s:
             found = self._owned(s, caller, instance_ids)
@@ -324,7 +341,8 @@ class Instances:
             for inst in found:
                 previous, target = inst.state, allowed[inst.state]
                 if target is not None:
-                    set_state(inst, target, {"stopping": USER_STOP, "shutting-down": USER_TERMINATE}.get(target), now)
+                    set_state(inst, target,
+                              reason or {"stopping": USER_STOP, "shutting-down": USER_TERMINATE}.get(target), now)
                 if inst.state != previous or (action == "terminate" and inst.state == "shutting-down"):
                     inst.handled_by = self.lifecycle.processes.id  # this process carries it out
                 changed.append((inst, previous))

@@ -4,15 +4,18 @@ reached is reported as ServiceUnavailable (503), never as a crash."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import libvirt
+import libvirt_qemu
 
 from . import domain_xml
 from .errors import ServiceUnavailable
@@ -65,6 +68,20 @@ def _start_event_loop() -> None:
         _events_started = True
 
 
+def _reported(operation: str):
+    """A LibvirtHost method whose libvirt errors are reported (``on_error``) as OPERATION's."""
+    def wrap(method):
+        @functools.wraps(method)
+        def reporting(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except libvirt.libvirtError:
+                self._failed(operation)
+                raise
+        return reporting
+    return wrap
+
+
 class LibvirtHost:
     def __init__(self, uri: str):
         self.uri = uri
@@ -76,7 +93,16 @@ class LibvirtHost:
         self.on_guest_stopped = None
         #: connections opened so far: more than one means the service reconnected
         self.connections = 0
+        #: called with the operation's name when a libvirt call fails (metrics)
+        self.on_error: Callable[[str], None] | None = None
         _start_event_loop()
+
+    def _failed(self, operation: str) -> None:
+        if self.on_error is not None:
+            try:
+                self.on_error(operation)
+            except Exception:  # counting an error must never add one
+                log.exception("reporting a libvirt error")
 
     # -- connection ----------------------------------------------------------------------
 
@@ -95,6 +121,7 @@ class LibvirtHost:
                     conn.setKeepAlive(5, 3)  # a dead libvirtd is noticed within ~20 s
                 conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle_event, None)
             except libvirt.libvirtError as e:
+                self._failed("events")
                 log.warning("libvirt events on %s are not available: %s", self.uri, e.get_error_message())
             self._conn = conn
             self.connections += 1
@@ -121,9 +148,11 @@ class LibvirtHost:
         try:
             return attempt.result(timeout=OPEN_TIMEOUT)
         except FutureTimeout:
+            self._failed("open")
             raise ServiceUnavailable(f"the libvirt host {self.uri} cannot be reached: no answer within "
                                      f"{OPEN_TIMEOUT:g} s") from None
         except libvirt.libvirtError as e:
+            self._failed("open")
             raise ServiceUnavailable(f"the libvirt host {self.uri} cannot be reached: {e.get_error_message()}") from None
         finally:
             if attempt.done():
@@ -157,6 +186,7 @@ class LibvirtHost:
                 _, memory_mib, cpus, *_ = conn.getInfo()
                 return cpus, memory_mib
             except libvirt.libvirtError as e:
+                self._failed("capacity")
                 with self._lock:
                     if self._conn is conn:
                         self._conn = None
@@ -183,9 +213,26 @@ class LibvirtHost:
 
     # -- domains -------------------------------------------------------------------------
 
+    @_reported("define")
     def define(self, xml: str) -> None:
         self.conn().defineXML(xml)
 
+    @_reported("definition")
+    def definition(self, name: str) -> str | None:
+        """The domain's persistent XML (what its next start boots), or None if no such domain."""
+        dom = self._domain(name)
+        return None if dom is None else dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+
+    @_reported("monitor")
+    def monitor(self, name: str, command: str) -> str:
+        """A QEMU human monitor command run in the domain's running QEMU; its output (QEMU
+        reports many failures only there). libvirt marks the domain tainted (custom-monitor)."""
+        dom = self._domain(name)
+        if dom is None:
+            raise LookupError(f"no domain {name}")
+        return libvirt_qemu.qemuMonitorCommand(dom, command, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+
+    @_reported("start")
     def start(self, name: str) -> None:
         dom = self._domain(name)
         if dom is None:
@@ -193,17 +240,20 @@ class LibvirtHost:
         if not dom.isActive():
             dom.create()
 
+    @_reported("shutdown")
     def shutdown(self, name: str) -> None:
         """Ask the guest to power off (ACPI power button)."""
         dom = self._domain(name)
         if dom is not None and dom.isActive():
             dom.shutdown()
 
+    @_reported("reboot")
     def reboot(self, name: str) -> None:
         dom = self._domain(name)
         if dom is not None and dom.isActive():
             dom.reboot(0)
 
+    @_reported("destroy")
     def destroy(self, name: str) -> None:
         """Power off at once (no-op if not running or not defined)."""
         dom = self._domain(name)
@@ -214,11 +264,13 @@ class LibvirtHost:
                 if e.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
                     raise
 
+    @_reported("undefine")
     def undefine(self, name: str) -> None:
         dom = self._domain(name)
         if dom is not None:
             dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
 
+    @_reported("state")
     def state(self, name: str) -> str | None:
         """running | shutoff | paused | ..., or None if no such domain."""
         dom = self._domain(name)
@@ -251,6 +303,7 @@ class LibvirtHost:
                         raise
                     found[meta["id"]] = (dom.name(), STATES.get(state, "nostate"), meta.get("host", ""))
         except libvirt.libvirtError as e:
+            self._failed("list_domains")
             with self._lock:
                 if self._conn is conn:  # reconnect next time
                     self._conn = None

@@ -13,6 +13,7 @@ from sqlalchemy.orm import object_session
 
 from .db import Database
 from .clock import Clock
+from .metrics import Metrics
 from .models import Instance, UsageEvent
 from .processes import Processes
 from .provisioner import Provisioner, Undo
@@ -39,13 +40,15 @@ def set_state(inst: Instance, state: str, reason: tuple[str, str] | None, now: d
     if state == "terminated":
         inst.terminated_at = inst.state_changed_at
         inst.ssh_port = None  # the port goes back to the pool
+        inst.ports.clear()  # and so do its forwarded ports
     object_session(inst).add(UsageEvent.of(inst))
 
 
 class Lifecycle:
     def __init__(self, settings: Settings, db: Database, provisioner: Provisioner, worker: Worker, clock: Clock,
-                 processes: Processes):
+                 processes: Processes, metrics: Metrics | None = None):
         self.processes = processes
+        self.metrics = metrics or Metrics()
         self.faults = provisioner.faults
         self.clock = clock
         self.settings = settings
@@ -116,6 +119,7 @@ class Lifecycle:
             inst = self._load(instance_id)
             if inst is None or inst.state != "pending":
                 return
+            self.metrics.launch_started(inst.size, inst.image)
             self.faults.point("launch.committed")
             undo = Undo()
             try:
@@ -124,9 +128,11 @@ class Lifecycle:
                 undo.run()
                 code = e.code if isinstance(e, LaunchError) else "Server.InternalError"
                 log.warning("launch of %s failed: %s", instance_id, e)
+                self.metrics.launch_failed(code)
                 self._end(instance_id, (code, f"launch failed: {e}"))
                 return
-            self._move(instance_id, "pending", "running")
+            if self._move(instance_id, "pending", "running"):
+                self.metrics.launch_running(self._since_launch(inst))
         self._readiness(instance_id, first_boot=True)
 
     def _start(self, instance_id: str) -> None:
@@ -153,7 +159,9 @@ class Lifecycle:
             self.faults.point("stop.committed")
             self.provisioner.stop(inst)
             self.faults.point("stop.off")
-            self._move(instance_id, "stopping", "stopped", USER_STOP)
+            # the reason it was stopped for stays (the user's, or e.g. its budget's)
+            reason = (inst.state_reason_code, inst.state_reason_message) if inst.state_reason_code else USER_STOP
+            self._move(instance_id, "stopping", "stopped", reason)
 
     def _reboot(self, instance_id: str) -> None:
         with self.worker.lock(instance_id):
@@ -197,6 +205,9 @@ class Lifecycle:
             if inst is not None and inst.state != "terminated":
                 set_state(inst, "terminated", reason, self.clock.now())
 
+    def _since_launch(self, inst: Instance) -> float:
+        return (self.clock.now() - inst.launch_time).total_seconds()
+
     def _readiness(self, instance_id: str, first_boot: bool) -> None:
         """ready_ssh once the service logs in with its own key, ready_engine once the
         container engine ran the preloaded image. A first boot that never answers SSH is
@@ -212,6 +223,7 @@ class Lifecycle:
                 why = ("the guest powered off during its first boot" if off
                        else f"no SSH login within {self.settings.boot_timeout} s of the first boot")
                 self._move(instance_id, "running", "shutting-down", ("Server.BootFailure", why))
+                self.metrics.launch_failed("Server.BootFailure")
                 self._terminate(instance_id, ("Server.BootFailure", f"launch failed: {why}"))
             return
         try:
@@ -220,6 +232,8 @@ class Lifecycle:
                 if inst.state != "running":
                     return
                 inst.ready_ssh = True
+            if first_boot:
+                self.metrics.launch_ssh_ready(self._since_launch(inst))
             try:
                 ok, detail = self.provisioner.check_engine(inst, client)
             except (OSError, EOFError, paramiko.SSHException) as e:

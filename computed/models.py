@@ -70,6 +70,41 @@ class AccessKey(Base):
     account: Mapped[Account] = relationship(back_populates="access_keys", lazy="joined")
 
 
+class Budget(Base):
+    """An account's monthly budget (``budgets``): an amount in the price catalog's currency
+    and what happens when this month's spend reaches it: ``notify`` (an event) or ``stop``
+    (also its running instances stopped, and launches and starts refused)."""
+    __tablename__ = "budgets"
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    #: a decimal, as text (never float)
+    amount: Mapped[str] = mapped_column(String(32))
+    currency: Mapped[str] = mapped_column(String(3))
+    action: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class BudgetEvent(Base):
+    """A budget's threshold (80 or 100 percent) reached in a calendar month (UTC): once per
+    account, month and threshold, whichever service process saw it first."""
+    __tablename__ = "budget_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    #: YYYY-MM
+    month: Mapped[str] = mapped_column(String(7))
+    threshold: Mapped[int] = mapped_column(Integer)
+    #: the budget and the month's spend when it was recorded (decimals, as text)
+    amount: Mapped[str] = mapped_column(String(32))
+    currency: Mapped[str] = mapped_column(String(3))
+    spend: Mapped[str] = mapped_column(String(32))
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    #: a JSON list of the instance ids the budget's stop action stopped; NULL if it did not run
+    instances_stopped: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("account_id", "month", "threshold",
+                                       name="uq_budget_events_account_month_threshold"),)
+
+
 class KeyPair(Base):
     __tablename__ = "key_pairs"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -167,6 +202,9 @@ class Instance(Base):
     terminated_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime, index=True)
     tags: Mapped[list[Tag]] = relationship(back_populates="instance", cascade="all, delete-orphan",
                                            lazy="selectin", order_by="Tag.key")
+    #: guest ports forwarded from its host's address, besides SSH (released at terminate)
+    ports: Mapped[list[PortForward]] = relationship(back_populates="instance", cascade="all, delete-orphan",
+                                                    lazy="selectin", order_by="PortForward.host_port")
 
     __table_args__ = (UniqueConstraint("host_uri", "ssh_host", "ssh_port", name="uq_instances_ssh_endpoint"),
                       # a client token names one request: its instances, one per launch index
@@ -204,3 +242,20 @@ class Tag(Base):
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[str] = mapped_column(String(256), default="")
     instance: Mapped[Instance] = relationship(back_populates="tags")
+
+
+class PortForward(Base):
+    """A guest TCP port reached through a port of the instance's host address (QEMU's
+    user-mode networking forwards it, as it does SSH). A host port is one instance's at a
+    time on its address; the row goes when the instance is terminated."""
+    __tablename__ = "port_forwards"
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True)
+    host_port: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host_address: Mapped[str] = mapped_column(String(255))
+    guest_port: Mapped[int] = mapped_column(Integer)
+    protocol: Mapped[str] = mapped_column(String(3), default="tcp")
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    instance: Mapped[Instance] = relationship(back_populates="ports")
+
+    __table_args__ = (UniqueConstraint("host_address", "host_port", "protocol", name="uq_port_forwards_host_port"),
+                      UniqueConstraint("instance_id", "guest_port", "protocol", name="uq_port_forwards_guest_port"))

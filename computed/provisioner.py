@@ -112,6 +112,7 @@ class Provisioner:
             name=inst.domain_name, domain_type=domain_type, vcpus=inst.vcpus, memory_mib=inst.memory_mib,
             kernel=paths.kernel, initrd=paths.initrd, cmdline=image.manifest.kernel_cmdline, disk=paths.disk,
             seed=paths.seed, console_log=paths.console, ssh_host=inst.ssh_host, ssh_port=inst.ssh_port,
+            forwards=forwards(inst),
             metadata={"id": inst.id, "store": self.store, "owner": inst.owner, "size": inst.size, "image": inst.image,
                       "image-version": inst.image_version, "reservation": inst.reservation_id,
                       "host": inst.host or ""})
@@ -192,6 +193,11 @@ def store_id(database_url: str) -> str:
     libvirt host never take each other's domains for orphans."""
     shown = make_url(database_url).render_as_string(hide_password=True)
     return hashlib.sha256(shown.encode()).hexdigest()[:16]
+
+
+def forwards(inst: Instance) -> tuple[tuple[str, int, int], ...]:
+    """INST's forwarded ports (``ports``) as its domain's XML takes them."""
+    return tuple((p.host_address, p.host_port, p.guest_port) for p in sorted(inst.ports, key=lambda p: p.host_port))
 
 
 def port_is_free(host: str, port: int) -> bool:

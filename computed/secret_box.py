@@ -7,9 +7,32 @@ in it. A copy of the database alone reveals no secret."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
+
+
+def read_or_create_key(path: Path, generate: Callable[[], bytes]) -> bytes:
+    """The key in PATH, made with GENERATE and written there (mode 0600) if there is none
+    yet; of two processes creating it at once, one wins for both."""
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = generate()
+    temp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    try:  # a link never replaces: of two processes creating it at once, one wins for both
+        os.link(temp, path)
+    except FileExistsError:
+        key = path.read_bytes().strip()
+    finally:
+        temp.unlink()
+    return key
 
 
 class SecretBox:
@@ -19,27 +42,8 @@ class SecretBox:
 
     def _key(self) -> Fernet:
         if self._fernet is None:
-            self._fernet = Fernet(self._load_or_create())
+            self._fernet = Fernet(read_or_create_key(self.key_file, Fernet.generate_key))
         return self._fernet
-
-    def _load_or_create(self) -> bytes:
-        try:
-            return self.key_file.read_bytes().strip()
-        except FileNotFoundError:
-            pass
-        self.key_file.parent.mkdir(parents=True, exist_ok=True)
-        key = Fernet.generate_key()
-        temp = self.key_file.with_name(f".{self.key_file.name}.{os.getpid()}")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
-        try:  # a link never replaces: of two processes creating it at once, one wins for both
-            os.link(temp, self.key_file)
-        except FileExistsError:
-            key = self.key_file.read_bytes().strip()
-        finally:
-            temp.unlink()
-        return key
 
     def seal(self, secret: str) -> bytes:
         return self._key().encrypt(secret.encode())

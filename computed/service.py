@@ -10,7 +10,9 @@ import time
 from images.store import ImageStore
 
 from .accounts import KEY_FILE, Accounts
+from .accrued import AccruedCost
 from .billing import Billing
+from .budgets import Budgets
 from .clock import Clock
 from .db import Database
 from .faults import Faults
@@ -21,12 +23,15 @@ from .libvirt_driver import LibvirtHost
 from .errors import ServiceUnavailable
 from .lifecycle import CRASHED, SELF_SHUTDOWN, Lifecycle
 from .management_key import ManagementKey
+from .metrics import Metrics
+from .ports import Ports
 from .processes import Processes
 from .provisioner import Provisioner
 from .reconcile import Reconciler
 from .secret_box import SecretBox
 from .settings import Settings
 from .sizes import SizeCatalog
+from .store_metrics import StoreCollector
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -46,16 +51,24 @@ class Service:
         self.sizes = SizeCatalog.load(settings.sizes_file)
         self.accounts = Accounts(self.db, SecretBox(settings.var_dir / KEY_FILE))
         self.keypairs = KeyPairs(self.db)
+        self.metrics = Metrics()
         self.hosts = Hosts(settings, self.db, self.clock)
+        self.hosts.on_libvirt_error = self.metrics.libvirt_error
         self.hosts.ensure_default()
         self.management_key = ManagementKey(settings.var_dir / "management" / "id_ed25519")
         self.provisioner = Provisioner(settings, self.hosts, self.management_key, Faults(settings.fault_points))
         self.worker = Worker(settings.workers)
         self.processes = Processes(self.db)
-        self.lifecycle = Lifecycle(settings, self.db, self.provisioner, self.worker, self.clock, self.processes)
+        self.lifecycle = Lifecycle(settings, self.db, self.provisioner, self.worker, self.clock, self.processes,
+                                   self.metrics)
         self.instances = Instances(settings, self.db, self.sizes, self.keypairs, self.images, self.hosts,
                                    self.provisioner, self.lifecycle, self.clock)
+        self.ports = Ports(settings, self.db, self.hosts, self.provisioner, self.worker, self.instances)
         self.billing = Billing(self.db, settings.billing_policy, self.clock)
+        self.metrics.registry.register(StoreCollector(settings, self.db, self.hosts, AccruedCost(self.db, self.billing),
+                                                      currencies={size.currency for size in self.sizes.all()}))
+        self.budgets = Budgets(self.db, self.billing, self.instances, self.sizes, self.clock)
+        self.instances.admit = self.budgets.admit  # launches and starts refused while a budget stops them
         self.reconciler = Reconciler(settings, self.db, self.provisioner, self.lifecycle, self.worker, self.clock,
                                      started=self.clock.now())
         #: set once the first reconciliation (of what the last run of the service left) is done
@@ -77,8 +90,8 @@ class Service:
     def _housekeeping(self) -> None:
         """Hosts checked every host_check_interval; reconciliation at start (retried until a
         host answers), then every reconcile_interval and right after a reconnection to a
-        host; purging every minute."""
-        next_reconcile = next_purge = next_check = time.monotonic()
+        host; budgets every budget_check_interval; purging every minute."""
+        next_reconcile = next_purge = next_check = next_budgets = time.monotonic()
         connections = None
         while True:
             now = time.monotonic()
@@ -104,6 +117,12 @@ class Service:
                     log.exception("reconciliation failed")
                     next_reconcile = now + self.settings.reconcile_interval
                 connections = self._connections()
+            if now >= next_budgets:
+                try:
+                    self.budgets.check()
+                except Exception:
+                    log.exception("checking the budgets failed")
+                next_budgets = now + self.settings.budget_check_interval
             if now >= next_purge:
                 try:
                     self.instances.purge()

@@ -85,6 +85,16 @@ def _name(value: str) -> str:
     return value
 
 
+def _flag(value) -> bool:
+    """true or false: TOML's booleans; in the environment true/false, yes/no, on/off, 1/0."""
+    if isinstance(value, bool):
+        return value
+    words = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+    if not isinstance(value, str) or value.strip().lower() not in words:
+        raise ValueError("must be true or false")
+    return words[value.strip().lower()]
+
+
 @dataclass(frozen=True)
 class Setting:
     attr: str
@@ -108,6 +118,7 @@ SETTINGS = (
     Setting("network_mode", "network", "mode", "COMPUTED_NETWORK_MODE", "user", _choice("user")),
     Setting("ssh_host", "network", "ssh_host", "COMPUTED_SSH_HOST", "127.0.0.1"),
     Setting("ssh_ports", "network", "ssh_ports", "COMPUTED_SSH_PORTS", (42200, 42999), _port_range),
+    Setting("forward_ports", "network", "forward_ports", "COMPUTED_FORWARD_PORTS", (43000, 43999), _port_range),
     Setting("instances_dir", "instances", "dir", "COMPUTED_INSTANCES_DIR", lambda var: var / "instances", Path),
     Setting("terminated_retention", "instances", "terminated_retention_seconds",
             "COMPUTED_TERMINATED_RETENTION", 3600, _positive),
@@ -130,6 +141,8 @@ SETTINGS = (
             _positive),
     Setting("reconcile_interval", "instances", "reconcile_interval_seconds", "COMPUTED_RECONCILE_INTERVAL", 60,
             _positive),
+    Setting("budget_check_interval", "billing", "budget_check_interval_seconds", "COMPUTED_BUDGET_CHECK_INTERVAL",
+            60, _positive),
     Setting("fault_points", "testing", "fault_points", "COMPUTED_FAULT_POINTS", (), _names),
     Setting("region", "api", "region", "COMPUTED_REGION", "computed-1", _name),
     Setting("availability_zone", "api", "availability_zone", "COMPUTED_AVAILABILITY_ZONE", "computed-1a", _name),
@@ -137,6 +150,7 @@ SETTINGS = (
     Setting("api_port", "api", "port", "COMPUTED_API_PORT", 8080, _port),
     Setting("api_threads", "api", "threads", "COMPUTED_API_THREADS", 8, _positive),
     Setting("api_max_body", "api", "max_body_bytes", "COMPUTED_API_MAX_BODY", 1024 * 1024, _positive),
+    Setting("metrics_public", "metrics", "public", "COMPUTED_METRICS_PUBLIC", False, _flag),
 )
 
 
@@ -161,6 +175,8 @@ class Settings:
     network_mode: str = "user"
     ssh_host: str = "127.0.0.1"
     ssh_ports: tuple[int, int] = (42200, 42999)
+    #: where a forwarded guest port gets its host port when the user names none
+    forward_ports: tuple[int, int] = (43000, 43999)
     #: per-instance disks, seeds and console logs
     instances_dir: Path = Path()
     #: how long a terminated instance stays visible, in seconds
@@ -188,6 +204,8 @@ class Settings:
     host_check_interval: int = 10
     #: how often the store is compared with libvirt and the disk (and at start), in seconds
     reconcile_interval: int = 60
+    #: how often each process checks every account's monthly budget, in seconds
+    budget_check_interval: int = 60
     #: crash tests only: named points where the service kills itself (computed/faults.py)
     fault_points: tuple[str, ...] = ()
     #: the one region and availability zone the EC2 API reports (SigV4 signs with the region)
@@ -199,6 +217,8 @@ class Settings:
     api_threads: int = 8
     #: the largest request body the API reads (REST and EC2), in bytes; larger is 413
     api_max_body: int = 1024 * 1024
+    #: /metrics without credentials (for a Prometheus on the same machine); else admins only
+    metrics_public: bool = False
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -219,7 +239,8 @@ class Settings:
                 default = s.default(var_dir) if callable(s.default) else s.default
                 values[s.attr] = default
                 continue
-            if isinstance(raw, (dict, list, bool)) or (s.parse in (str, Path) and not isinstance(raw, str)):
+            if (isinstance(raw, (dict, list)) or isinstance(raw, bool) and s.parse is not _flag
+                    or s.parse in (str, Path) and not isinstance(raw, str)):
                 raise SettingsError(f"{where} must be a string")
             try:
                 value = s.parse(raw)

@@ -9,10 +9,12 @@ from computed.settings import Settings, SettingsError
 
 from .account import account
 from .backup import backup
+from .budget import budget
 from .host import host
 from .image import image
 from .instances import console, launch, ls, reboot, show, start, stop, terminate
 from .keypairs import keypair
+from .ports import port
 from .remote import exec_, ssh
 from .report import report
 from .serve import serve
@@ -42,10 +44,12 @@ cli.add_command(start)
 cli.add_command(reboot)
 cli.add_command(terminate)
 cli.add_command(console)
+cli.add_command(port)
 cli.add_command(ssh)
 cli.add_command(exec_)
 cli.add_command(report)
 cli.add_command(backup)
+cli.add_command(budget)
 
 
 def main() -> None:

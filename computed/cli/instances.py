@@ -15,6 +15,7 @@ from rich.live import Live
 from rich.table import Table
 
 from .client import ApiClient, ApiError, part, with_client
+from .ports import PORT_HELP, describe, parse_specs
 
 STATES = ("pending", "running", "shutting-down", "terminated", "stopping", "stopped")
 #: seconds between two looks at the instances while waiting
@@ -171,14 +172,19 @@ def _parse_tags(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--count", type=click.IntRange(1, 20), default=1, show_default=True, help="How many instances.")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="A tag; repeatable.")
 @click.option("--client-token", help="Idempotency token: retrying with it returns the same instances.")
+@click.option("--port", "ports", multiple=True, metavar="[HOST:]GUEST", help=f"Forward a guest port: {PORT_HELP}; "
+                                                                             "repeatable.")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Wait until every instance answers SSH.")
 @_timeout_option
 @with_client
-def launch(client: ApiClient, size, image, key_name, user_data, count, tags, client_token, wait, timeout) -> None:
+def launch(client: ApiClient, size, image, key_name, user_data, count, tags, client_token, ports, wait,
+           timeout) -> None:
     """Launch instances; by default wait until they answer SSH, then print each one's id
-    and the ssh command that logs in."""
+    and the ssh command that logs in (and the ports it forwards)."""
     body: dict = {"size": size, "count": count, "tags": _parse_tags(tags)}
+    if ports:
+        body["ports"] = parse_specs(ports, "--port")
     if image:
         body["image"] = image
     if key_name:
@@ -204,6 +210,8 @@ def launch(client: ApiClient, size, image, key_name, user_data, count, tags, cli
             continue
         command = ssh_command(inst)
         click.echo(f"{inst['id']}  {command}" if command else inst["id"])
+        for p in inst.get("ports") or ():
+            click.echo(f"{inst['id']}  {describe(p)}")
     if not wait:
         click.echo("not waiting: the instances boot in the background (see `computed ls`)", err=True)
     for inst in failures:
@@ -267,6 +275,7 @@ def show(client: ApiClient, instance_id, as_json) -> None:
         ("image", f"{inst['image']} {inst['image_version']}"),
         ("key pair", inst.get("key_name") or "-"),
         ("ssh", ssh_command(inst) or "-"),
+        ("ports", ", ".join(describe(p) for p in inst.get("ports") or ()) or "-"),
         ("ready", f"ssh: {_yes(ready.get('ssh'))}, container engine: {_yes(ready.get('container_engine'))}"),
         ("launched", _time(inst.get("launch_time"))),
         ("state changed", _time(inst.get("state_changed_at"))),

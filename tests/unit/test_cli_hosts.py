@@ -9,12 +9,11 @@ import time
 
 import pytest
 import requests
-from click.testing import CliRunner
 
 from api.app import create_app
-from computed.cli import cli
 from computed.settings import Settings
 from images.store import ImageStore
+from tests.cli_runner import run_cli
 from tests.fakes import publish_with_disk
 from tests.cleanup import ADMIN, terminate_all
 from tests.http_server import ThreadedServer
@@ -51,11 +50,7 @@ def run(server, tmp_path, monkeypatch):
     url, _, accounts = server
 
     def invoke(*args: str, who: str = "admin"):
-        creds = accounts[who]
-        env = {"COMPUTED_API_URL": url, "COMPUTED_VAR_DIR": str(tmp_path / "client-var"), "COMPUTED_CONFIG": None,
-               "COMPUTED_ACCESS_KEY_ID": creds.access_key_id, "COMPUTED_SECRET_ACCESS_KEY": creds.secret_access_key,
-               "COLUMNS": "250"}
-        return CliRunner(env=env).invoke(cli, list(args), catch_exceptions=False)
+        return run_cli(url, accounts[who], tmp_path, *args)
 
     return invoke
 

@@ -51,6 +51,11 @@ class RunningService:
         return self.wait(instance_id, lambda i: i["state"]["name"] == "running" and i["ready"]["ssh"]
                          and i["ready"]["container_engine"], timeout, "ready")
 
+    def wait_ssh(self, instance_id: str, timeout: float = 600) -> dict:
+        """Until the service has logged in (its container engine check may still be running)."""
+        return self.wait(instance_id, lambda i: i["state"]["name"] == "running" and i["ready"]["ssh"], timeout,
+                         "answering SSH")
+
     def wait_state(self, instance_id: str, state: str, timeout: float = 300) -> dict:
         return self.wait(instance_id, lambda i: i["state"]["name"] == state, timeout, state)
 

@@ -6,12 +6,17 @@ launch that cannot boot."""
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 import shutil
+import socket
 import subprocess
 import time
 
 import paramiko
 import pytest
+import requests
+
+import computed.ports
 
 from computed import ssh
 from computed.provisioner import port_is_free
@@ -55,11 +60,77 @@ def assert_nothing_left(svc: RunningService, inst: dict) -> None:
     final = svc.instance(inst["id"])
     assert final["state"] == {"name": "terminated", "code": 48}
     assert final["ssh"]["port"] is None
+    assert final["ports"] == []
+    for port in inst.get("ports") or ():
+        assert port_is_free(port["host"], port["host_port"])
 
 
-def test_lifecycle_of_one_instance(svc, keypair):
+def serve_in_container(client: paramiko.SSHClient, name: str, port: int, text: str) -> None:
+    """A container in the guest answering HTTP on guest PORT with TEXT (busybox httpd)."""
+    script = f"mkdir -p /www && echo {shlex.quote(text)} > /www/index.html && exec httpd -f -p 8000 -h /www"
+    run(client, f"podman run -d --name {name} -p {port}:8000 computed/busybox:latest sh -c {shlex.quote(script)}")
+
+
+def http_get(port: dict, timeout: float = 60) -> str:
+    """The body GET / answers at a forwarded PORT of the API's, retried while the server
+    in the guest is not up yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            response = requests.get(f"http://{port['host']}:{port['host_port']}/", timeout=10)
+            if response.status_code == 200:
+                return response.text
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, f"nothing answered at {port['address']}"
+        time.sleep(1)
+
+
+def refused(port: dict) -> bool:
+    with socket.socket() as s:
+        s.settimeout(5)
+        return s.connect_ex((port["host"], port["host_port"])) != 0
+
+
+def check_forwarded_ports(svc, inst: dict, client: paramiko.SSHClient, monkeypatch) -> dict:
+    """The port asked for at launch reaches a container in the guest; one added while it
+    runs works at once; one QEMU refuses is undone; one removed stops at once. The
+    forwarded port of the launch."""
+    [web] = inst["ports"]
+    assert web["guest_port"] == 8080
+    serve_in_container(client, "web", 8080, "hello from the guest")
+    assert http_get(web) == "hello from the guest\n"
+
+    added = svc.call("POST", f"/v1/instances/{inst['id']}/ports", expect=201, json={"guest_port": 9090})
+    serve_in_container(client, "web2", 9090, "added while running")
+    assert http_get(added) == "added while running\n"
+
+    # a port another program took that the service's own check missed (as on a remote host):
+    # QEMU refuses it, and nothing of the request stays
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        monkeypatch.setattr(computed.ports, "port_is_free", lambda host, port: True)
+        error = svc.call("POST", f"/v1/instances/{inst['id']}/ports", expect=409,
+                         json={"guest_port": 7070, "host_port": taken})["error"]
+        monkeypatch.undo()
+    assert error["code"] == "InvalidPort.InUse" and "QEMU" in error["message"], error
+    listed = svc.call("GET", f"/v1/instances/{inst['id']}/ports")["ports"]
+    assert sorted(p["guest_port"] for p in listed) == [8080, 9090]
+    definition = svc.service.host.definition(f"computed-{inst['id']}")
+    assert f":{taken}-" not in definition and f":{added['host_port']}-:9090" in definition
+
+    svc.call("DELETE", f"/v1/instances/{inst['id']}/ports/{added['host_port']}", expect=204)
+    assert refused(added)
+    assert http_get(web) == "hello from the guest\n"
+    return web
+
+
+def test_lifecycle_of_one_instance(svc, keypair, monkeypatch):
     launched = svc.call("POST", "/v1/instances", expect=202, json={
-        "size": "t3.micro", "key_name": "vm-test", "user_data": USER_DATA, "tags": {"test": "lifecycle"}})
+        "size": "t3.micro", "key_name": "vm-test", "user_data": USER_DATA, "tags": {"test": "lifecycle"},
+        "ports": [{"guest_port": 8080}]})
     [inst] = launched["instances"]
     assert inst["state"]["name"] == "pending"
     endpoint = dict(inst["ssh"])
@@ -71,6 +142,7 @@ def test_lifecycle_of_one_instance(svc, keypair):
     assert run(client, "cloud-init status --wait >/dev/null; cat /var/tmp/from-user-data") == "via the API\n"
     assert run(client, "podman run --rm computed/busybox:latest echo hello") == "hello\n"
     assert run(client, "cloud-init status --wait >/dev/null; hostname").strip() == inst["id"]
+    web = check_forwarded_ports(svc, inst, client, monkeypatch)
     client.close()
     console = svc.call("GET", f"/v1/instances/{inst['id']}/console")
     assert "cloud-init" in console["output"]
@@ -85,11 +157,13 @@ def test_lifecycle_of_one_instance(svc, keypair):
     assert inst["ssh"] == endpoint
     client = login(inst, keypair)
     assert run(client, "cat /var/tmp/from-user-data") == "via the API\n"  # the same disk
+    run(client, "podman start web")  # the forward is in the domain's definition: it survives the stop
+    assert http_get(web) == "hello from the guest\n"
     boot_id = run(client, "cat /proc/sys/kernel/random/boot_id")
     client.close()
 
     svc.call("POST", f"/v1/instances/{inst['id']}/reboot", expect=202)
-    inst = svc.wait_ready(inst["id"])
+    inst = svc.wait_ssh(inst["id"])  # the engine was checked already: SSH is what a reboot must bring back
     client = login(inst, keypair)
     assert run(client, "cat /proc/sys/kernel/random/boot_id") != boot_id
     # the guest powers itself off: stopped at once (libvirt's lifecycle event), billed until then
@@ -101,7 +175,7 @@ def test_lifecycle_of_one_instance(svc, keypair):
     changed = dt.datetime.fromisoformat(off["state_changed_at"].replace("Z", "+00:00"))
     assert dt.timedelta(0) <= changed - asked < dt.timedelta(seconds=60), off["state_changed_at"]
     svc.call("POST", f"/v1/instances/{inst['id']}/start", expect=202)
-    inst = svc.wait_ready(inst["id"])
+    inst = svc.wait_ssh(inst["id"])
 
     svc.call("DELETE", f"/v1/instances/{inst['id']}", expect=202)
     svc.wait_state(inst["id"], "terminated")
@@ -116,7 +190,8 @@ def test_three_at_once(svc, keypair):
     again = svc.call("POST", "/v1/instances", expect=202, json={
         "size": "t3.nano", "key_name": "vm-test", "count": 3, "client_token": "three-at-once"})
     assert [i["id"] for i in again["instances"]] == [i["id"] for i in launched["instances"]]
-    ready = [svc.wait_ready(i["id"]) for i in launched["instances"]]
+    # SSH is what this test is about: the three container engine checks are left to run on
+    ready = [svc.wait_ssh(i["id"]) for i in launched["instances"]]
     for inst in ready:
         client = login(inst, keypair)
         assert run(client, "cloud-init status --wait >/dev/null; hostname").strip() == inst["id"]

@@ -176,3 +176,48 @@ def test_metadata_namespace():
     inst = root.find(f"metadata/{{{METADATA_NS}}}instance")
     assert inst is not None
     assert [child.tag.split("}", 1)[1] for child in inst] == list(METADATA)
+
+
+def netdev_of(xml: str) -> list[str]:
+    root = ET.fromstring(xml)
+    args = [a.get("value") for a in root.findall(f"{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}arg")]
+    return args[args.index("-netdev") + 1].split(",")
+
+
+def test_forwarded_ports_follow_ssh_on_the_user_network():
+    xml = domain_xml.build(spec(forwards=(("127.0.0.1", 8080, 80), ("127.0.0.1", 43000, 5432))))
+    assert netdev_of(xml) == ["user", "id=computed-net0", "hostfwd=tcp:127.0.0.1:42211-:22",
+                              "hostfwd=tcp:127.0.0.1:8080-:80", "hostfwd=tcp:127.0.0.1:43000-:5432"]
+
+
+def test_with_forwards_replaces_only_the_forwards():
+    before = domain_xml.build(spec(forwards=(("127.0.0.1", 8080, 80),)))
+    after = domain_xml.with_forwards(before, "127.0.0.1", 42211, (("127.0.0.1", 9090, 90),))
+    assert netdev_of(after) == ["user", "id=computed-net0", "hostfwd=tcp:127.0.0.1:42211-:22",
+                                "hostfwd=tcp:127.0.0.1:9090-:90"]
+    none = domain_xml.with_forwards(after, "127.0.0.1", 42211, ())
+    assert netdev_of(none) == ["user", "id=computed-net0", "hostfwd=tcp:127.0.0.1:42211-:22"]
+    # everything else as it was
+    strip = lambda xml: [e for e in ET.fromstring(xml).iter() if e.tag != f"{{{QEMU_NS}}}arg"]  # noqa: E731
+    assert [(e.tag, e.attrib, e.text) for e in strip(before)] == [(e.tag, e.attrib, e.text) for e in strip(none)]
+    with pytest.raises(ValueError):
+        domain_xml.with_forwards(domain_xml.build_probe(spec()), "127.0.0.1", 42211, ())
+
+
+def test_forwards_survive_libvirtd(tmp_path):
+    """qemu:///system keeps the forwards in a domain's persistent definition, and a rewrite of
+    them (define only: nothing boots)."""
+    from computed.libvirt_driver import LibvirtHost
+    host = LibvirtHost("qemu:///system")
+    name = f"computed-test-forwards-{tmp_path.name[-8:]}"
+    xml = domain_xml.build(spec(name=name, domain_type="qemu", forwards=(("127.0.0.1", 8080, 80),)))
+    host.define(xml)
+    try:
+        assert "hostfwd=tcp:127.0.0.1:8080-:80" in netdev_of(host.definition(name))
+        host.define(domain_xml.with_forwards(host.definition(name), "127.0.0.1", 42211, (("127.0.0.1", 9090, 90),)))
+        assert netdev_of(host.definition(name))[2:] == ["hostfwd=tcp:127.0.0.1:42211-:22",
+                                                        "hostfwd=tcp:127.0.0.1:9090-:90"]
+    finally:
+        host.undefine(name)
+        host.close()
+    assert host.definition(name) is None

@@ -517,6 +517,9 @@ def test_two_services_on_one_store_launching_at_once_never_overcommit_a_host(clu
     for c in (one, two):  # their at-start passes done before anything is launched
         assert c.service.reconciled.wait(10)
     urls, auth = (serve(one), serve(two)), one.app.config["TEST_AUTH"]
+    for url in urls:  # each service's server, credentials and store connections warm: neither starts late
+        for _ in range(3):
+            assert requests.get(f"{url}/v1/instances", auth=auth, timeout=60).status_code == 200
     responses = at_once(lambda i: post(urls[i % 2], auth, {"size": "t3.nano"}))
     fits = sum(MIXED_NANOS.values())
     assert outcome(responses) == {"": fits, "InsufficientInstanceCapacity": AT_ONCE - fits}

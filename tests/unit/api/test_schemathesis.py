@@ -54,6 +54,10 @@ REFUSALS: dict[tuple[str, str], list[tuple[int, str, str]]] = {
         (400, "InvalidParameterValue", r"^tags\..*\.key: 1 to 128 characters, no control characters$"),
         (400, "InvalidParameterValue", r"^tag key .*reserved"),
         (400, "IdempotentParameterMismatch", ""), (400, "InstanceLimitExceeded", ""),
+        # forwarded ports: taken, or in the SSH range (a setting), or more than one instance's
+        (409, "InvalidPort.InUse", ""),
+        (400, "InvalidParameterValue", r"(kept for the instances' SSH|can be named only when launching one|"
+                                       r"is asked for twice)"),
     ],
     ("GET", "/v1/instances"): [(400, "InvalidParameterValue", r"^next_token is not one this service gave out$")],
     ("POST", "/v1/keypairs"): [(400, "InvalidKey.Format", ""), (409, "InvalidKeyPair.Duplicate", "")],
@@ -73,6 +77,17 @@ REFUSALS: dict[tuple[str, str], list[tuple[int, str, str]]] = {
         # which fields go together (OpenAPI 3.0 cannot say it without oneOf)
         (400, "InvalidParameterValue", r"^storage_dir: (a host in copy mode needs|only a host in copy mode has)"),
     ],
+    # a budget: none set yet, an account id that names no account, a currency not the catalog's
+    **{(m, "/v1/budget"): [(404, "InvalidBudget.NotFound", ""), (404, "InvalidAccountID.NotFound", "")]
+       for m in ("GET", "DELETE")},
+    ("PUT", "/v1/budget"): [(404, "InvalidAccountID.NotFound", ""),
+                            (400, "InvalidParameterValue", r"^(amount: must be more than 0|currency: the price catalog)")],
+    ("GET", "/v1/budget/events"): [(404, "InvalidAccountID.NotFound", "")],
+    # an instance that does not exist or is in transition; a port taken, or in the SSH range
+    **{(m, p): [(404, "", ""), (409, "IncorrectInstanceState", ""), (409, "InvalidPort.InUse", ""),
+                (400, "InvalidParameterValue", r"kept for the instances' SSH")] for m, p in (
+        ("GET", "/v1/instances/{instance_id}/ports"), ("POST", "/v1/instances/{instance_id}/ports"),
+        ("DELETE", "/v1/instances/{instance_id}/ports/{host_port}"))},
     # a well-formed host name that names nothing, or the host of the known instance
     **{(m, p): [(404, "InvalidHostID.NotFound", ""), (409, "InvalidHost.InUse", "")] for m, p in (
         ("GET", "/v1/hosts/{name}"), ("DELETE", "/v1/hosts/{name}"), ("POST", "/v1/hosts/{name}/disable"),
@@ -151,7 +166,7 @@ def flatmap_case(context, case):
     elif key == ("GET", "/v1/billing/report") and isinstance(case.query, dict):
         case.query = {k: v for k, v in case.query.items() if k != "account"} | WINDOW
     elif op.path.startswith("/v1/instances/{instance_id}") and "instance_id" in KNOWN:
-        return st.sampled_from([case.path_parameters, {"instance_id": KNOWN["instance_id"]}]).map(
+        return st.sampled_from([case.path_parameters, case.path_parameters | {"instance_id": KNOWN["instance_id"]}]).map(
             lambda params: _with(case, path_parameters=_limit_reboots(op.path, params, case.path_parameters)))
     elif op.path == "/v1/keypairs/{name}" and "name" in KNOWN:
         return st.sampled_from([case.path_parameters, {"name": KNOWN["name"]}]).map(

@@ -1,0 +1,100 @@
+"""The web console's sessions (``api.console``): a signed cookie that names an access key
+and when the session ends, never the secret, under a key of the service's own
+(``<state>/secrets/console-session.key``, mode 0600, made on first use).
+
+``api.auth`` takes the cookie as a third way to authenticate, for ``/v1`` and the console's
+own calls only (never the EC2 API or /metrics), looking the access key up again on every
+request: a key that is gone ends its sessions at once. A request the cookie authenticates
+that may change something (any method but GET and HEAD) must also carry ``X-Computed-Console:
+1``, which a cross-site form cannot send (the cookie is ``SameSite=Strict`` as well)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import current_app
+from itsdangerous import BadData, URLSafeSerializer
+
+from computed.errors import ComputedError
+from computed.secret_box import read_or_create_key
+
+from .service import service
+
+COOKIE = "computed_console"
+HEADER = "X-Computed-Console"
+LIFETIME = dt.timedelta(hours=12)
+KEY_FILE = Path("secrets") / "console-session.key"
+PREFIX = "/console"
+SESSION_PATH = "/console/session"
+ASSETS = "/console/assets/"
+#: methods that change nothing: the cookie alone will do
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+EXTENSION = "computed-console-sessions"
+SALT = "computed-console-session"
+
+
+class ConsoleHeaderMissing(ComputedError):
+    """A request that could change something, authenticated by the console's cookie alone
+    (a cross-site form could send that): the console's own calls carry the header."""
+    code, status = "ConsoleHeaderMissing", 403
+
+
+MISSING_HEADER = (f"a request authenticated by the console's session cookie that is not GET or HEAD must carry "
+                  f"the header {HEADER}: 1")
+
+
+@dataclass(frozen=True)
+class Session:
+    access_key_id: str
+    expires: dt.datetime
+
+
+class Sessions:
+    """Makes and checks session cookies with the key in KEY_PATH."""
+
+    def __init__(self, key_path: Path):
+        self.key_path = key_path
+        self._serializer: URLSafeSerializer | None = None
+
+    def _signer(self) -> URLSafeSerializer:
+        if self._serializer is None:
+            key = read_or_create_key(self.key_path, lambda: secrets.token_urlsafe(48).encode())
+            self._serializer = URLSafeSerializer(key, salt=SALT)
+        return self._serializer
+
+    def issue(self, access_key_id: str, now: dt.datetime) -> tuple[str, Session]:
+        session = Session(access_key_id, (now + LIFETIME).replace(microsecond=0))
+        return self._signer().dumps({"k": access_key_id, "e": int(session.expires.timestamp())}), session
+
+    def read(self, token: str, now: dt.datetime) -> Session | None:
+        """The session TOKEN stands for, or None if it is not one of ours or has ended."""
+        try:
+            data = self._signer().loads(token)
+        except BadData:  # a bad signature, or (ours, never) a bad payload
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("k"), str) or type(data.get("e")) is not int:
+            return None
+        expires = dt.datetime.fromtimestamp(data["e"], dt.UTC)
+        return Session(data["k"], expires) if now < expires else None
+
+
+def sessions() -> Sessions:
+    app = current_app
+    found = app.extensions.get(EXTENSION)
+    if found is None:
+        found = app.extensions.setdefault(EXTENSION, Sessions(service().settings.var_dir / KEY_FILE))
+    return found
+
+
+def is_public(path: str, method: str) -> bool:
+    """The console's page and assets, and logging in and out, need no credentials."""
+    return (path in (PREFIX, PREFIX + "/") or path.startswith(ASSETS)
+            or path == SESSION_PATH and method in ("POST", "DELETE"))
+
+
+def applies(path: str) -> bool:
+    """Whether the cookie may authenticate a request for PATH: the REST API and the console."""
+    return path == "/v1" or path.startswith(("/v1/", PREFIX + "/"))
