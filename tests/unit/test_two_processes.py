@@ -53,7 +53,7 @@ import re
 import threading
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +62,7 @@ import requests
 
 from tests.audit import check_capacity, check_launches, check_usage_walks, read_store
 from tests.serve_process import ServeProcess, free_port_range
+from tests.store_domains import remove_store_domains, store_domains
 
 pytestmark = [pytest.mark.postgresql, pytest.mark.multiprocess]
 
@@ -557,41 +558,11 @@ class Client:
 
 def our_domains(store: str) -> dict[str, list[tuple[str, bool, str]]]:
     """Instance id -> [(domain name, active, host in its metadata)] of STORE's domains on libvirtd's test driver."""
-    import libvirt
-
-    from computed.domain_xml import METADATA_NS, read_instance_element
-
-    conn = libvirt.open(LIBVIRT_URI)
-    try:
-        found = defaultdict(list)
-        for dom in conn.listAllDomains():
-            try:
-                meta = read_instance_element(dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS))
-            except libvirt.libvirtError:
-                continue
-            if meta.get("store") == store:
-                found[meta.get("id", "")].append((dom.name(), bool(dom.isActive()), meta.get("host", "")))
-        return dict(found)
-    finally:
-        conn.close()
+    return store_domains(LIBVIRT_URI, store)
 
 
 def remove_domains(store: str) -> None:
-    import libvirt
-
-    conn = libvirt.open(LIBVIRT_URI)
-    try:
-        for entries in our_domains(store).values():
-            for name, _, _ in entries:
-                try:
-                    dom = conn.lookupByName(name)
-                    if dom.isActive():
-                        dom.destroy()
-                    dom.undefine()
-                except libvirt.libvirtError:
-                    pass
-    finally:
-        conn.close()
+    remove_store_domains(LIBVIRT_URI, store)
 
 
 def details(problems: list[str], view, hammer: Hammer) -> str:

@@ -18,14 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-import libvirt
 import pytest
 import requests
 from sqlalchemy import create_engine, text
 
 from computed.faults import POINTS
 from computed.provisioner import port_is_free, store_id
-from computed.domain_xml import METADATA_NS, read_instance_element
+
+from tests.store_domains import remove_store_domains, store_domains
 
 from .service_harness import free_port
 
@@ -100,32 +100,16 @@ class ServiceProcess:
 
 def our_domains(var_dir: Path) -> dict[str, tuple[str, bool]]:
     """Instance id -> (domain name, active) of the domains of the store under VAR_DIR."""
-    store = store_id(f"sqlite:///{var_dir / 'computed.db'}")
-    conn = libvirt.open("qemu:///system")
-    try:
-        found = {}
-        for dom in conn.listAllDomains():
-            try:
-                meta = read_instance_element(dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS))
-            except libvirt.libvirtError:
-                continue
-            if meta.get("store") == store:
-                found[meta["id"]] = (dom.name(), bool(dom.isActive()))
-        return found
-    finally:
-        conn.close()
+    found = store_domains("qemu:///system", _store(var_dir))
+    return {iid: (domains[0].name, domains[0].active) for iid, domains in found.items()}
 
 
 def remove_domains(var_dir: Path) -> None:
-    conn = libvirt.open("qemu:///system")
-    try:
-        for name, _ in our_domains(var_dir).values():
-            dom = conn.lookupByName(name)
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-    finally:
-        conn.close()
+    remove_store_domains("qemu:///system", _store(var_dir))
+
+
+def _store(var_dir: Path) -> str:
+    return store_id(f"sqlite:///{var_dir / 'computed.db'}")
 
 
 def store_rows(var_dir: Path):
