@@ -168,10 +168,12 @@ class Lifecycle:
             inst = self._load(instance_id)
             if inst is None or inst.state != "running":
                 return
+            # ready again means logged in to the new boot: the old one's sshd answers until it goes down
+            old_boot = None if self.provisioner.is_test(inst) else self.provisioner.boot_id(inst)
             self.provisioner.reboot(inst)
-            if not self.provisioner.is_test(inst):
-                time.sleep(2)  # the old boot's sshd may still answer for a moment
-        self._readiness(instance_id, first_boot=False)
+            if old_boot is None and not self.provisioner.is_test(inst):
+                time.sleep(2)  # no boot id to tell the boots apart: give the old one a moment to go
+        self._readiness(instance_id, first_boot=False, not_boot=old_boot)
 
     def _terminate(self, instance_id: str, reason: tuple[str, str]) -> None:
         with self.worker.lock(instance_id):
@@ -208,15 +210,17 @@ class Lifecycle:
     def _since_launch(self, inst: Instance) -> float:
         return (self.clock.now() - inst.launch_time).total_seconds()
 
-    def _readiness(self, instance_id: str, first_boot: bool) -> None:
-        """ready_ssh once the service logs in with its own key, ready_engine once the
-        container engine ran the preloaded image. A first boot that never answers SSH is
-        a failed launch: the instance is terminated with the reason."""
+    def _readiness(self, instance_id: str, first_boot: bool, not_boot: str | None = None) -> None:
+        """ready_ssh once the service logs in with its own key (to another boot than
+        NOT_BOOT, if given), ready_engine once the container engine ran the preloaded image.
+        A first boot that never answers SSH is a failed launch: the instance is terminated
+        with the reason."""
         inst = self._load(instance_id)
         if inst is None or self.provisioner.is_test(inst):
             return  # libvirt's test driver runs no guest that could answer
         deadline = time.monotonic() + self.settings.boot_timeout
-        client = self.provisioner.wait_for_ssh(inst, deadline, lambda: self._state(instance_id) == "running")
+        client = self.provisioner.wait_for_ssh(inst, deadline, lambda: self._state(instance_id) == "running",
+                                               not_boot)
         if client is None:
             if first_boot and self._state(instance_id) == "running":
                 off = self.provisioner.is_off(inst)

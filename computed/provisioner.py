@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import paramiko
 from sqlalchemy.engine import make_url
 
 from images.manifest import Manifest, ManifestError
@@ -163,18 +164,38 @@ class Provisioner:
 
     # -- readiness -------------------------------------------------------------------------
 
-    def wait_for_ssh(self, inst: Instance, deadline: float, still_wanted: Callable[[], bool]):
+    def wait_for_ssh(self, inst: Instance, deadline: float, still_wanted: Callable[[], bool],
+                     not_boot: str | None = None):
         """A logged-in SSH client once the instance answers, or None if it was not wanted
-        any more (stopped, terminated) or the deadline passed."""
+        any more (stopped, terminated) or the deadline passed. NOT_BOOT: a boot id the guest
+        must have left behind (a reboot's old boot, whose sshd answers until it goes down)."""
         image = self.image_of(inst)
         while time.monotonic() < deadline and still_wanted():
             try:
-                return ssh.wait_for_login(inst.ssh_host, inst.ssh_port, image.manifest.default_user,
-                                          self.key.pkey(), min(deadline, time.monotonic() + 15))
+                client = ssh.wait_for_login(inst.ssh_host, inst.ssh_port, image.manifest.default_user,
+                                            self.key.pkey(), min(deadline, time.monotonic() + 15))
             except ssh.SSHTimeout:
                 if self.is_off(inst):
                     return None
+                continue
+            if not_boot is None or _boot_id(client) != not_boot:
+                return client
+            client.close()  # still the old boot
+            time.sleep(1)
         return None
+
+    def boot_id(self, inst: Instance, timeout: float = 10) -> str | None:
+        """The running guest's boot id (asked over SSH with the service's key), or None if it
+        does not answer within TIMEOUT."""
+        try:
+            client = ssh.wait_for_login(inst.ssh_host, inst.ssh_port, self.image_of(inst).manifest.default_user,
+                                        self.key.pkey(), time.monotonic() + timeout)
+        except (ssh.SSHTimeout, LaunchError):
+            return None
+        try:
+            return _boot_id(client)
+        finally:
+            client.close()
 
     def check_engine(self, inst: Instance, client) -> tuple[bool, str]:
         image = self.image_of(inst)
@@ -186,6 +207,15 @@ class Provisioner:
 
     def console_output(self, inst: Instance, limit: int = 64 * 1024) -> str:
         return self.storage_of(inst).console(inst.id, limit)
+
+
+def _boot_id(client) -> str | None:
+    """The guest's boot id (a new one each boot), or None if it cannot be read."""
+    try:
+        rc, out, _ = ssh.run(client, "cat /proc/sys/kernel/random/boot_id", timeout=15)
+    except (OSError, EOFError, paramiko.SSHException):
+        return None
+    return out.strip() if rc == 0 and out.strip() else None
 
 
 def store_id(database_url: str) -> str:

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import types
 
 import pytest
 from sqlalchemy import func, select
 
-import computed.instances
-import computed.lifecycle
 from computed.models import Tag
 
 USER_SHUTDOWN = "Client.UserInitiatedShutdown"
@@ -29,13 +26,6 @@ def running(client, launch, wait):
         return instance_id
 
     return make
-
-
-@pytest.fixture
-def no_reboot_pause(monkeypatch):
-    """The lifecycle waits 2 s after a reboot for the old sshd to go away; not here."""
-    fake_time = types.SimpleNamespace(sleep=lambda seconds: None, monotonic=computed.lifecycle.time.monotonic)
-    monkeypatch.setattr(computed.lifecycle, "time", fake_time)
 
 
 @pytest.fixture
@@ -128,7 +118,7 @@ def test_stop_and_start_twice(client, running, wait):
 
 # -- reboot --------------------------------------------------------------------------------
 
-def test_reboot_running(client, running, wait, our_domains, no_reboot_pause):
+def test_reboot_running(client, running, wait, our_domains):
     instance_id = running()
     rebooting = act(client, instance_id, "reboot")
     assert rebooting["state"]["name"] == "running"
@@ -138,7 +128,7 @@ def test_reboot_running(client, running, wait, our_domains, no_reboot_pause):
     assert our_domains() == {f"computed-{instance_id}": "running"}
 
 
-def test_reboot_answer_shows_readiness_reset(client, running, wait, service, no_reboot_pause):
+def test_reboot_answer_shows_readiness_reset(client, running, wait, service):
     from computed.models import Instance
     instance_id = running()
     with service.db.session() as s:  # as if the readiness checks had passed
