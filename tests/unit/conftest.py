@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from images.store import ImageStore, StoredImage
-from tests import postgres
+from tests import libvirtd_lock, postgres
 from tests.fakes import fake_hash, write_fake_build
 
 
@@ -94,3 +94,11 @@ def store_url(store_backend, tmp_path, request) -> str:
     if store_backend == "sqlite":
         return f"sqlite:///{tmp_path / 'c.db'}"
     return request.getfixturevalue("new_postgres_database")(migrated=False)
+
+
+@pytest.fixture
+def libvirtd_up():
+    """For a test that uses the system libvirtd: the VM part of the suite, which runs at the
+    same time (scripts/test), does not stop it meanwhile (tests/libvirtd_lock.py)."""
+    with libvirtd_lock.shared():
+        yield

@@ -32,6 +32,7 @@ from computed.libvirt_driver import LibvirtHost
 from computed.models import Host, HostImage
 from computed.storage import LaunchError, Seed, for_host
 from images.store import ImageStore
+from tests import libvirtd_lock
 from tests.fakes import publish_with_disk
 
 URI = "qemu:///system"
@@ -43,16 +44,18 @@ libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
 @pytest.fixture(scope="module")
 def libvirtd():
-    """A connection to the system libvirtd; the module is skipped without one (failed in CI)."""
-    try:
-        conn = libvirt.open(URI)
-    except libvirt.libvirtError as e:
-        message = f"libvirtd ({URI}) cannot be reached: {e.get_error_message()} (scripts/test starts it)"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI is set: CI must run these tests", pytrace=False)
-        pytest.skip(message)
-    yield conn
-    conn.close()
+    """A connection to the system libvirtd; the module is skipped without one (failed in CI).
+    The VM part of the suite does not stop libvirtd meanwhile (tests/libvirtd_lock.py)."""
+    with libvirtd_lock.shared():
+        try:
+            conn = libvirt.open(URI)
+        except libvirt.libvirtError as e:
+            message = f"libvirtd ({URI}) cannot be reached: {e.get_error_message()} (scripts/test starts it)"
+            if os.environ.get("CI"):
+                pytest.fail(message + "; CI is set: CI must run these tests", pytrace=False)
+            pytest.skip(message)
+        yield conn
+        conn.close()
 
 
 @pytest.fixture

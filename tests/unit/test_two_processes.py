@@ -612,7 +612,7 @@ def wait_idle(db, after: float) -> tuple[int, list[str]]:
 
 
 @pytest.mark.timeout(600)
-def test_two_processes_on_one_postgresql_store_hammered_at_once(new_postgres_database, tmp_path):
+def test_two_processes_on_one_postgresql_store_hammered_at_once(new_postgres_database, tmp_path, libvirtd_up):
     from computed import reconcile
 
     libvirt_or_skip()

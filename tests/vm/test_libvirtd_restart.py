@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests import libvirtd_lock
+
 from .service_harness import RunningService, domain_names
 
 SOCKET = Path("/run/libvirt/libvirt-sock")
@@ -56,7 +58,15 @@ def libvirtd_up() -> None:
 
 
 @pytest.fixture
-def svc(built_image, settings, qemu_tmp):
+def exclusive_libvirtd():
+    """No test of the fast part, running at the same time (scripts/test), relies on libvirtd
+    while this one stops it (tests/libvirtd_lock.py)."""
+    with libvirtd_lock.exclusive():
+        yield
+
+
+@pytest.fixture
+def svc(built_image, settings, qemu_tmp, exclusive_libvirtd):
     built_image(settings.default_image)
     running = RunningService(qemu_tmp("restart-"), settings.image_store, (43600, 43649), domain_type="qemu",
                              stop_timeout=5)

@@ -181,13 +181,14 @@ def test_lifecycle_of_one_instance(svc, keypair, monkeypatch):
     assert_nothing_left(svc, inst)
 
 
-def test_three_at_once(svc, keypair):
-    launched = svc.call("POST", "/v1/instances", expect=202, json={
-        "size": "t3.nano", "key_name": "vm-test", "count": 3, "client_token": "three-at-once"})
-    assert len({i["id"] for i in launched["instances"]}) == 3
-    assert len({i["ssh"]["port"] for i in launched["instances"]}) == 3
-    again = svc.call("POST", "/v1/instances", expect=202, json={
-        "size": "t3.nano", "key_name": "vm-test", "count": 3, "client_token": "three-at-once"})
+def test_two_at_once(svc, keypair):
+    """One request for two instances (count): two guests, two SSH ports, one idempotency
+    token. Two, not more: under TCG on two cores a third guest only adds minutes."""
+    request = {"size": "t3.nano", "key_name": "vm-test", "count": 2, "client_token": "two-at-once"}
+    launched = svc.call("POST", "/v1/instances", expect=202, json=request)
+    assert len({i["id"] for i in launched["instances"]}) == 2
+    assert len({i["ssh"]["port"] for i in launched["instances"]}) == 2
+    again = svc.call("POST", "/v1/instances", expect=202, json=request)
     assert [i["id"] for i in again["instances"]] == [i["id"] for i in launched["instances"]]
     # each is checked as soon as it answers, then terminated, so the others boot with its CPU
     pending, checked = {i["id"] for i in launched["instances"]}, []

@@ -204,7 +204,7 @@ def test_with_forwards_replaces_only_the_forwards():
         domain_xml.with_forwards(domain_xml.build_probe(spec()), "127.0.0.1", 42211, ())
 
 
-def test_forwards_survive_libvirtd(tmp_path):
+def test_forwards_survive_libvirtd(tmp_path, libvirtd_up):
     """qemu:///system keeps the forwards in a domain's persistent definition, and a rewrite of
     them (define only: nothing boots)."""
     from computed.libvirt_driver import LibvirtHost

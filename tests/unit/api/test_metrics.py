@@ -205,7 +205,7 @@ def test_launch_to_ssh_ready(monkeypatch, make_app):
         def close(self):
             pass
 
-    def logged_in(inst, deadline, still_wanted):
+    def logged_in(inst, deadline, still_wanted, not_boot=None):
         clock.advance(seconds=42)
         return Session()
 
