@@ -58,10 +58,10 @@ def _basic() -> Caller:
 
 
 def _session(token: str) -> Caller:
-    """The console's cookie: its access key looked up again (one deleted since ends it)."""
-    svc = service()
-    session = console_session.sessions().read(token, svc.clock.now())
-    found = svc.accounts.lookup(session.access_key_id) if session else None
+    """The console's cookie: its login still in the store (not logged out) and its access key
+    looked up again (one deleted since ends it)."""
+    session = console_session.current(token)
+    found = service().accounts.lookup(session.access_key_id) if session else None
     if found is None:
         raise AuthFailure(FAILED)
     if request.method not in console_session.SAFE_METHODS and request.headers.get(console_session.HEADER) != "1":

@@ -111,8 +111,7 @@ def login():
     except AuthFailure:
         log.info("refused a console login from %s", request.remote_addr)  # never the key id or secret
         raise
-    svc = service()
-    token, session = sessions().issue(key_id.strip(), svc.clock.now())
+    token, session = sessions().issue(service().console_sessions.open(key_id.strip(), LIFETIME))
     response = jsonify(_who(caller, session))
     response.set_cookie(COOKIE, token, max_age=int(LIFETIME.total_seconds()), expires=session.expires, path="/",
                         secure=request.is_secure, httponly=True, samesite="Strict")
@@ -124,13 +123,19 @@ def login():
 def whoami():
     """Who is logged in, and until when (the cookie's session); 401 if no one."""
     token = request.cookies.get(COOKIE)
-    session = sessions().read(token, service().clock.now()) if token else None
-    return _who(current_caller(), session)
+    return _who(current_caller(), console_session.current(token) if token else None)
 
 
 @blp.delete("/console/session")
 def logout():
+    """Log out: the session ends in the store, so a copy of the cookie no longer counts
+    either, and the cookie is deleted. Without a live session, only the latter."""
     _require_header()
+    token = request.cookies.get(COOKIE)
+    session = console_session.current(token) if token else None
+    if session is not None:
+        service().console_sessions.close(session.id)
+        log.info("console logout")
     response = Response(status=204)
     response.delete_cookie(COOKIE, path="/", secure=request.is_secure, httponly=True, samesite="Strict")
     return response

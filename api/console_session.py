@@ -1,6 +1,8 @@
-"""The web console's sessions (``api.console``): a signed cookie that names an access key
-and when the session ends, never the secret, under a key of the service's own
-(``<state>/secrets/console-session.key``, mode 0600, made on first use).
+"""The web console's sessions (``api.console``): a signed cookie that names a login kept in
+the store (``computed.console_sessions``), its access key and when it ends, never the
+secret, under a key of the service's own (``<state>/secrets/console-session.key``, mode
+0600, made on first use). Logging out deletes the login, which ends every copy of the
+cookie at once, in every service process on the store.
 
 ``api.auth`` takes the cookie as a third way to authenticate, for ``/v1`` and the console's
 own calls only (never the EC2 API or /metrics), looking the access key up again on every
@@ -18,6 +20,7 @@ from pathlib import Path
 from flask import current_app
 from itsdangerous import BadData, URLSafeSerializer
 
+from computed.console_sessions import Login
 from computed.errors import ComputedError
 from computed.secret_box import read_or_create_key
 
@@ -48,6 +51,7 @@ MISSING_HEADER = (f"a request authenticated by the console's session cookie that
 
 @dataclass(frozen=True)
 class Session:
+    id: str
     access_key_id: str
     expires: dt.datetime
 
@@ -65,20 +69,24 @@ class Sessions:
             self._serializer = URLSafeSerializer(key, salt=SALT)
         return self._serializer
 
-    def issue(self, access_key_id: str, now: dt.datetime) -> tuple[str, Session]:
-        session = Session(access_key_id, (now + LIFETIME).replace(microsecond=0))
-        return self._signer().dumps({"k": access_key_id, "e": int(session.expires.timestamp())}), session
+    def issue(self, login: Login) -> tuple[str, Session]:
+        """The cookie's value for a LOGIN the store has just opened."""
+        session = Session(login.id, login.access_key_id, login.expires_at)
+        payload = {"s": login.id, "k": login.access_key_id, "e": int(login.expires_at.timestamp())}
+        return self._signer().dumps(payload), session
 
     def read(self, token: str, now: dt.datetime) -> Session | None:
-        """The session TOKEN stands for, or None if it is not one of ours or has ended."""
+        """The session TOKEN stands for, or None if it is not one of ours or has expired
+        (whether the store still has it is ``current``'s question)."""
         try:
             data = self._signer().loads(token)
         except BadData:  # a bad signature, or (ours, never) a bad payload
             return None
-        if not isinstance(data, dict) or not isinstance(data.get("k"), str) or type(data.get("e")) is not int:
+        if (not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("s", "k"))
+                or type(data.get("e")) is not int):
             return None
         expires = dt.datetime.fromtimestamp(data["e"], dt.UTC)
-        return Session(data["k"], expires) if now < expires else None
+        return Session(data["s"], data["k"], expires) if now < expires else None
 
 
 def sessions() -> Sessions:
@@ -87,6 +95,15 @@ def sessions() -> Sessions:
     if found is None:
         found = app.extensions.setdefault(EXTENSION, Sessions(service().settings.var_dir / KEY_FILE))
     return found
+
+
+def current(token: str) -> Session | None:
+    """The session of the cookie TOKEN if it is ours, unexpired and not logged out."""
+    svc = service()
+    session = sessions().read(token, svc.clock.now())
+    if session is None or svc.console_sessions.find(session.id, session.access_key_id) is None:
+        return None
+    return session
 
 
 def is_public(path: str, method: str) -> bool:

@@ -70,6 +70,18 @@ class AccessKey(Base):
     account: Mapped[Account] = relationship(back_populates="access_keys", lazy="joined")
 
 
+class ConsoleSession(Base):
+    """A web console login (``console_sessions``): its cookie names the row, which logging
+    out deletes, so a copy of the cookie ends with it. Rows past ``expires_at`` are deleted
+    at the next login; the access key's deletion deletes its sessions."""
+    __tablename__ = "console_sessions"
+    #: random (128 bits, hex); only the signed cookie carries it
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    access_key_id: Mapped[str] = mapped_column(ForeignKey("access_keys.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+
+
 class Budget(Base):
     """An account's monthly budget (``budgets``): an amount in the price catalog's currency
     and what happens when this month's spend reaches it: ``notify`` (an event) or ``stop``

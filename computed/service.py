@@ -13,6 +13,7 @@ from .accounts import KEY_FILE, Accounts
 from .accrued import AccruedCost
 from .billing import Billing
 from .budgets import Budgets
+from .console_sessions import ConsoleSessions
 from .clock import Clock
 from .db import Database
 from .faults import Faults
@@ -50,6 +51,7 @@ class Service:
         self.images = ImageStore(settings.image_store)
         self.sizes = SizeCatalog.load(settings.sizes_file)
         self.accounts = Accounts(self.db, SecretBox(settings.var_dir / KEY_FILE))
+        self.console_sessions = ConsoleSessions(self.db, self.clock)
         self.keypairs = KeyPairs(self.db)
         self.metrics = Metrics()
         self.hosts = Hosts(settings, self.db, self.clock)

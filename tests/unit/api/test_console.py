@@ -4,8 +4,9 @@ api/auth.py), through Flask's test client on libvirt's test driver:
 - the page and its assets are public, of the right types, under a strict CSP, never framed;
   the page has no inline script or style, and its scripts never write HTML from strings;
 - logging in checks the access key as HTTP Basic does and sets a signed, HttpOnly,
-  SameSite=Strict cookie holding the key id and an expiry, never the secret; anything wrong
-  is one 401 AuthFailure with no cookie;
+  SameSite=Strict cookie holding a login kept in the store, the key id and an expiry, never
+  the secret; anything wrong is one 401 AuthFailure with no cookie; logging out ends the
+  login in the store, so no copy of the cookie counts any more, in any service process;
 - the cookie authenticates /v1 and the console's calls (not the EC2 API or /metrics); one
   that could change something also needs the console's header (CSRF); the access key is
   looked up on every request, so a deleted key ends the session; a tampered, foreign or
@@ -24,12 +25,12 @@ from pathlib import Path
 
 import pytest
 from itsdangerous import URLSafeSerializer
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from api import console, console_session
 from api.auth import FAILED
 from computed.clock import FakeClock
-from computed.models import AccessKey
+from computed.models import AccessKey, ConsoleSession
 
 HEADER = {console_session.HEADER: "1"}
 COOKIE = console_session.COOKIE
@@ -212,6 +213,75 @@ def test_logout_clears_the_cookie(app, expect_error):
     assert morsel.value == "" and int(morsel["max-age"]) == 0
     assert client.get_cookie(COOKIE) is None
     expect_error(client.get("/v1/instances", auth=None), 401, "AuthFailure")
+
+
+def test_logging_out_ends_the_session_everywhere(make_app, expect_error):
+    """A copy of the cookie (another tab, or a stolen one) no longer counts after a logout,
+    in this service process or another on the same store; another login of the same key
+    is its own."""
+    one, other = make_app(), make_app()
+    client = bare(one)
+    token = token_of(login(client, *one.config["TEST_AUTH"]))
+    second = token_of(login(client, *one.config["TEST_AUTH"]))
+    for app in (one, other):
+        assert bare(app).get("/v1/instances", auth=None, headers=with_cookie(token)).status_code == 200
+    assert bare(other).delete("/console/session", auth=None, headers=with_cookie(token, **HEADER)).status_code == 204
+    for app in (one, other):
+        for path in ("/v1/instances", "/console/session"):
+            expect_error(bare(app).get(path, auth=None, headers=with_cookie(token)), 401, "AuthFailure")
+        assert bare(app).get("/v1/instances", auth=None, headers=with_cookie(second)).status_code == 200
+    # once more: nothing left to end, and the cookie is cleared all the same
+    again = bare(one).delete("/console/session", auth=None, headers=with_cookie(token, **HEADER))
+    assert again.status_code == 204 and set_cookie(again)[COOKIE].value == ""
+    assert bare(one).delete("/console/session", auth=None, headers=HEADER).status_code == 204  # no cookie at all
+
+
+def test_a_cookie_signed_by_the_service_counts_only_for_a_stored_login(make_app, expect_error, case):
+    """The signature alone is not enough: the login it names must be in the store, for its key."""
+    clock = FakeClock(T0)
+    app = make_app(clock=clock)
+    key_id, _ = app.config["TEST_AUTH"]
+    token = token_of(login(bare(app), *app.config["TEST_AUTH"]))
+    signer = app.extensions[console_session.EXTENSION]._signer()
+    stored = signer.loads(token)
+    bob = app.extensions["computed"].accounts.create("bob")
+    expires = int((T0 + dt.timedelta(hours=1)).timestamp())
+    forged = {
+        "no login named": {"k": key_id, "e": expires},
+        "a login never made": {"s": "0" * 32, "k": key_id, "e": expires},
+        "the login with another key": {"s": stored["s"], "k": bob.access_key_id, "e": expires},
+        "the login outliving its expiry": {"s": stored["s"], "k": key_id, "e": stored["e"] + 3600},
+    }
+    for label, payload in forged.items():
+        with case(label):
+            response = bare(app).get("/v1/instances", auth=None, headers=with_cookie(signer.dumps(payload)))
+            if label == "the login outliving its expiry":  # the store's expiry is the one that counts
+                assert response.status_code == 200
+                clock.advance(hours=12)
+                response = bare(app).get("/v1/instances", auth=None, headers=with_cookie(signer.dumps(payload)))
+            assert expect_error(response, 401, "AuthFailure") == FAILED
+
+
+def test_a_login_deletes_the_logins_that_expired(make_app):
+    clock = FakeClock(T0)
+    app = make_app(clock=clock)
+    svc = app.extensions["computed"]
+
+    def stored() -> set[str]:
+        with svc.db.reading() as s:
+            return set(s.scalars(select(ConsoleSession.id)))
+
+    def login_id() -> str:
+        token = token_of(login(bare(app), *app.config["TEST_AUTH"]))
+        return app.extensions[console_session.EXTENSION].read(token, clock.now()).id
+
+    first = login_id()
+    clock.advance(hours=6)
+    second = login_id()
+    assert stored() == {first, second}
+    clock.advance(hours=6)  # the first has just expired
+    third = login_id()
+    assert stored() == {second, third}
 
 
 # -- the cookie as credentials ---------------------------------------------------------------------
