@@ -30,7 +30,12 @@ class ThreadedServer:
             for channel in list(server._map.values()):
                 channel.close()
 
-        server.trigger.pull_trigger(close_all)
+        if not self._thread.is_alive():  # the loop ended already, closing what it watched
+            return
+        try:
+            server.trigger.pull_trigger(close_all)
+        except OSError:  # the loop ended meanwhile, its trigger with it (seen once: EBADF)
+            pass
         self._thread.join(timeout=10)
 
     def __enter__(self) -> ThreadedServer:

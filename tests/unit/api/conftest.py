@@ -165,7 +165,7 @@ def make_app(settings: Settings, image):
     yield make
     for app in apps:
         service = app.extensions["computed"]
-        service.worker.idle(10)
+        service.worker.idle(60)
         try:
             remove_our_domains(service.host.conn())
         finally:
@@ -197,7 +197,7 @@ def wait(service):
     """wait(): until the background worker has nothing queued or running (at most 10 s)."""
 
     def wait_idle(svc=None):
-        assert (svc or service).worker.idle(10), "background work still running after 10 s"
+        assert (svc or service).worker.idle(60), "background work still running after 60 s"
 
     return wait_idle
 

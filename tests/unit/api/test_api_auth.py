@@ -117,7 +117,7 @@ def launch(client, **body) -> dict:
 
 
 def settle(app) -> None:
-    assert app.extensions["computed"].worker.idle(10), "background work still running after 10 s"
+    assert app.extensions["computed"].worker.idle(60), "background work still running after 60 s"
 
 
 @pytest.fixture

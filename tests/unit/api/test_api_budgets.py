@@ -48,7 +48,7 @@ class Env:
     clock: FakeClock
 
     def idle(self) -> None:
-        assert self.svc.worker.idle(10), "background work still running after 10 s"
+        assert self.svc.worker.idle(60), "background work still running after 60 s"
 
     def check(self) -> list[BudgetEvent]:
         recorded = self.svc.budgets.check()

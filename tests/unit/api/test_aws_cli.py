@@ -80,7 +80,7 @@ def test_launch_describe_terminate(aws, endpoint):
     assert change["InstanceId"] == iid
     assert change["PreviousState"]["Name"] == "running"
     assert change["CurrentState"]["Name"] in ("shutting-down", "terminated")
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     [reservation] = aws("describe-instances", "--instance-ids", iid)["Reservations"]
     assert reservation["Instances"][0]["State"] == {"Code": 48, "Name": "terminated"}
 

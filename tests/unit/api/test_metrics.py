@@ -85,7 +85,7 @@ def launch(app, count: int = 1, **body) -> list[str]:
 
 
 def idle(app) -> None:
-    assert app.extensions["computed"].worker.idle(10), "background work still running after 10 s"
+    assert app.extensions["computed"].worker.idle(60), "background work still running after 60 s"
 
 
 # -- access --------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def test_a_port_of_another_instance_is_refused_leaving_nothing(client, launch, f
     assert rows(service) == before
     # once the first is terminated, the port is free for another
     assert client.delete(f"/v1/instances/{first['id']}").status_code == 202
-    service.worker.idle(10)
+    service.worker.idle(60)
     assert ports_of(client, first["id"]) == []
     assert client.get(f"/v1/instances/{first['id']}").get_json()["ports"] == []
     assert rows(service) == 0
@@ -215,9 +215,9 @@ def test_ports_of_an_instance_in_transition_or_gone(client, launch, service, exp
                            "IncorrectInstanceState")
     assert "pending" in message
     gate.set()
-    service.worker.idle(10)
+    service.worker.idle(60)
     assert client.delete(f"/v1/instances/{instance_id}").status_code == 202
-    service.worker.idle(10)
+    service.worker.idle(60)
     expect_error(client.post(f"/v1/instances/{instance_id}/ports", json={"guest_port": 80}), 409,
                  "IncorrectInstanceState")
     assert rows(service) == 0
@@ -254,7 +254,7 @@ def test_a_failed_launch_releases_its_ports(client, launch, service, free_port, 
     monkeypatch.setattr(service.provisioner, "create", fail)
     chosen = free_port()
     instance_id = launch(ports=[{"guest_port": 80, "host_port": chosen}])["instances"][0]["id"]
-    service.worker.idle(10)
+    service.worker.idle(60)
     shown = client.get(f"/v1/instances/{instance_id}").get_json()
     assert shown["state"]["name"] == "terminated" and shown["ports"] == []
     assert rows(service) == 0

@@ -45,13 +45,13 @@ def test_a_live_process_keeps_its_work(make_app):
 
     assert iid not in b.reconciler.run().resumed
     assert iid not in b.reconciler.run(at_start=True).resumed
-    assert b.worker.idle(10)
+    assert b.worker.idle(60)
     assert row(b, iid).state == "stopping" and row(b, iid).handled_by == a.processes.id
     assert domain_state(b, iid) == "running"  # nobody touched the guest
 
     # its own process does carry it out
     assert iid in a.reconciler.run().resumed
-    assert a.worker.idle(10)
+    assert a.worker.idle(60)
     assert row(a, iid).state == "stopped"
 
 
@@ -65,7 +65,7 @@ def test_the_work_of_a_process_that_shut_down_is_taken_over(make_app):
         assert s.get(ServiceProcess, gone) is None  # a clean shutdown unregisters
 
     assert iid in b.reconciler.run().resumed
-    assert b.worker.idle(10)
+    assert b.worker.idle(60)
     inst = row(b, iid)
     assert inst.state == "stopped" and inst.handled_by == b.processes.id
 
@@ -86,7 +86,7 @@ def test_a_stale_heartbeat_means_the_process_is_gone(make_app):
                   .values(heartbeat_at=dt.datetime.now(dt.UTC) - STALE - dt.timedelta(seconds=1)))
     assert a.processes.id not in b.processes.alive()
     assert iid in b.reconciler.run().resumed
-    assert b.worker.idle(10)
+    assert b.worker.idle(60)
     assert row(b, iid).state == "stopped"
 
 
@@ -101,7 +101,7 @@ def test_a_process_whose_pid_is_gone_on_this_machine_is_dead_at_once(make_app):
                   .values(pid=dead_pid, heartbeat_at=dt.datetime.now(dt.UTC)))
     assert a.processes.id not in b.processes.alive()
     assert iid in b.reconciler.run().resumed
-    assert b.worker.idle(10)
+    assert b.worker.idle(60)
     assert row(b, iid).state == "stopped"
 
 
@@ -111,10 +111,10 @@ def test_another_processes_guest_event_is_left_to_it(make_app):
     iid = launch(app_a, a)
     a.host.destroy(f"computed-{iid}")  # the guest went off; both processes hear of it
     b.lifecycle.guest_stopped(iid, ("Client.InstanceInitiatedShutdown", "Instance initiated shutdown"))
-    assert b.worker.idle(10)
+    assert b.worker.idle(60)
     assert row(b, iid).state == "running"  # b leaves a's instance to a
     a.lifecycle.guest_stopped(iid, ("Client.InstanceInitiatedShutdown", "Instance initiated shutdown"))
-    assert a.worker.idle(10)
+    assert a.worker.idle(60)
     assert row(a, iid).state == "stopped"
 
 
@@ -124,7 +124,7 @@ def test_a_request_makes_its_process_the_handler(make_app):
     iid = launch(app_a, a)
     assert row(a, iid).handled_by == a.processes.id
     assert app_b.test_client().post(f"/v1/instances/{iid}/stop").status_code == 202
-    assert b.worker.idle(10)
+    assert b.worker.idle(60)
     inst = row(b, iid)
     assert inst.state == "stopped" and inst.handled_by == b.processes.id
 

@@ -59,8 +59,8 @@ def ready(make_app, clock=None, events: bool = True, **changes):
     svc = app.extensions["computed"]
     if not events:
         svc.host.on_guest_stopped = None
-    assert svc.reconciled.wait(10), "the at-start reconciliation did not finish"
-    assert svc.worker.idle(10)
+    assert svc.reconciled.wait(60), "the at-start reconciliation did not finish"
+    assert svc.worker.idle(60)
     return app, svc
 
 
@@ -100,7 +100,7 @@ def launch(app, svc) -> str:
     response = app.test_client().post("/v1/instances", json={"size": "t3.micro"})
     assert response.status_code == 202, response.get_data(as_text=True)
     iid = response.get_json()["instances"][0]["id"]
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     assert row(svc, iid).state == "running"
     return iid
 
@@ -304,7 +304,7 @@ def test_a_domain_shut_off_while_the_service_was_down_is_stopped(make_app):
     assert domain_state(svc2, iid) == "shutoff"  # kept, to start again
     client = app2.test_client()
     assert client.post(f"/v1/instances/{iid}/start").status_code == 202
-    assert svc2.worker.idle(10)
+    assert svc2.worker.idle(60)
     assert row(svc2, iid).state == "running" and domain_state(svc2, iid) == "running"
 
 
@@ -315,7 +315,7 @@ def test_interrupted_stop_is_carried_out(make_app):
     iid = launch(app, svc)
     set_row(svc, iid, state="stopping", state_changed_at=BEFORE_START)  # stop.committed
     found = svc.reconciler.run(at_start=True)
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     assert found.resumed == [iid]
     inst = row(svc, iid)
     assert inst.state == "stopped"
@@ -329,7 +329,7 @@ def test_interrupted_stop_whose_guest_is_already_off(make_app):
     svc.provisioner.host.destroy(f"computed-{iid}")  # stop.off
     set_row(svc, iid, state="stopping", state_changed_at=BEFORE_START)
     svc.reconciler.run(at_start=True)
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     assert row(svc, iid).state == "stopped" and domain_state(svc, iid) == "shutoff"
 
 
@@ -343,7 +343,7 @@ def test_interrupted_terminate_is_carried_out(make_app, point):
         shutil.rmtree(svc.settings.instances_dir / iid)
     set_row(svc, iid, state="shutting-down", state_changed_at=BEFORE_START)
     found = svc.reconciler.run(at_start=True)
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     assert found.resumed == [iid] and found.vanished == []
     inst = row(svc, iid)
     assert inst.state == "terminated"
@@ -358,7 +358,7 @@ def test_a_launch_that_never_began_is_launched(make_app, monkeypatch):
     set_row(svc, iid, state_changed_at=BEFORE_START)
     assert domain_state(svc, iid) is None
     found = svc.reconciler.run(at_start=True)
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     assert found.resumed == [iid]
     assert row(svc, iid).state == "running"
     assert our_names(svc) == [f"computed-{iid}"] and domain_state(svc, iid) == "running"
@@ -376,7 +376,7 @@ def test_a_launch_cut_short_is_rolled_back_and_begun_again(make_app, monkeypatch
         svc.provisioner.host.destroy(f"computed-{iid}")  # defined, never started
     set_row(svc, iid, state_changed_at=BEFORE_START)
     svc.reconciler.run(at_start=True)
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     assert row(svc, iid).state == "running"
     assert our_names(svc) == [f"computed-{iid}"] and domain_state(svc, iid) == "running"
     assert (svc.settings.instances_dir / iid / "disk.qcow2").exists()
@@ -389,7 +389,7 @@ def test_a_launch_whose_domain_runs_is_completed_without_a_second_domain(make_ap
     set_row(svc, iid, state_changed_at=BEFORE_START)
     running_as = domain_id(iid)
     found = svc.reconciler.run(at_start=True)
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     assert found.resumed == [iid]
     assert row(svc, iid).state == "running"
     assert our_names(svc) == [f"computed-{iid}"]
@@ -404,12 +404,12 @@ def test_an_interrupted_start_is_carried_out(make_app, point):
     iid = launch(app, svc)
     client = app.test_client()
     assert client.post(f"/v1/instances/{iid}/stop").status_code == 202
-    assert svc.worker.idle(10) and row(svc, iid).state == "stopped"
+    assert svc.worker.idle(60) and row(svc, iid).state == "stopped"
     if point == "start.started":
         svc.provisioner.host.start(f"computed-{iid}")
     set_row(svc, iid, state="pending", state_changed_at=BEFORE_START)
     found = svc.reconciler.run(at_start=True)
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     assert found.resumed == [iid]
     assert row(svc, iid).state == "running"
     assert our_names(svc) == [f"computed-{iid}"] and domain_state(svc, iid) == "running"
@@ -453,9 +453,9 @@ def test_work_in_flight_is_left_alone(make_app):
         assert domain_state(svc, orphan) == "running" and (svc.settings.instances_dir / orphan).is_dir()
     finally:
         release.set()
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     found = svc.reconciler.run(at_start=True)  # once the work is done, they are reconciled
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     assert found.resumed == [iid] and found.orphan_domains == [f"computed-{orphan}"]
     assert found.orphan_files == [orphan]
     assert row(svc, iid).state == "stopped"
@@ -468,11 +468,11 @@ def test_a_periodic_pass_waits_out_the_grace_period(make_app):
     iid = launch(app, svc)
     set_row(svc, iid, state="stopping", state_changed_at=clock.now() - GRACE / 2)
     assert svc.reconciler.run(at_start=False) == Findings()
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     assert row(svc, iid).state == "stopping" and domain_state(svc, iid) == "running"
     clock.advance(seconds=GRACE.total_seconds() / 2 + 1)
     assert svc.reconciler.run(at_start=False).resumed == [iid]
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     assert row(svc, iid).state == "stopped"
 
 
@@ -528,13 +528,13 @@ def test_a_guest_that_stops_by_itself_is_stopped_at_once(make_app, how, reason):
         getattr(conn.lookupByName(f"computed-{iid}"), how)()
     assert eventually(lambda: row(svc, iid).state == "stopped"), "no lifecycle event reached the service"
     assert calls == [(iid, {"destroy": "destroyed", "shutdown": "shutdown"}[how])]
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     inst = row(svc, iid)
     assert (inst.state_reason_code, inst.state_reason_message) == reason
     assert events(svc, iid) == [("pending", T0), ("running", T0), ("stopped", T0 + dt.timedelta(minutes=42))]
     # and it starts again as any stopped instance
     assert app.test_client().post(f"/v1/instances/{iid}/start").status_code == 202
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     assert row(svc, iid).state == "running" and domain_state(svc, iid) == "running"
 
 
@@ -544,16 +544,16 @@ def test_a_stop_through_the_api_keeps_the_users_reason(make_app):
     iid = launch(app, svc)
     clock.advance(minutes=5)
     assert app.test_client().post(f"/v1/instances/{iid}/stop").status_code == 202
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     time.sleep(0.3)  # let the stop's own lifecycle event arrive, if it is late
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     inst = row(svc, iid)
     assert inst.state == "stopped"
     assert (inst.state_reason_code, inst.state_reason_message) == USER_STOP
     assert inst.state_reason_code == "Client.UserInitiatedShutdown"
     assert [state for state, _ in events(svc, iid)] == ["pending", "running", "stopping", "stopped"]
     svc._guest_stopped(iid, "destroyed")  # an event that comes late changes nothing either
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     assert (row(svc, iid).state, row(svc, iid).state_reason_code) == ("stopped", "Client.UserInitiatedShutdown")
     assert len(events(svc, iid)) == 4
 
@@ -567,7 +567,7 @@ def test_how_a_guest_stopped_gives_the_reason(make_app, how, reason):
     svc.provisioner.host.destroy(f"computed-{iid}")
     clock.advance(minutes=1)
     svc._guest_stopped(iid, how)
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     inst = row(svc, iid)
     assert (inst.state, inst.state_reason_code, inst.state_reason_message) == ("stopped", *reason)
     assert events(svc, iid)[-1] == ("stopped", T0 + dt.timedelta(minutes=1))
@@ -577,7 +577,7 @@ def test_a_stale_event_for_a_guest_running_again_is_ignored(make_app):
     app, svc = ready(make_app, FakeClock(T0), events=False)
     iid = launch(app, svc)
     svc._guest_stopped(iid, "shutdown")  # e.g. it was started again before the event was handled
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     assert row(svc, iid).state == "running" and len(events(svc, iid)) == 2
 
 
@@ -598,7 +598,7 @@ def test_events_for_domains_not_in_this_store_are_ignored(make_app):
             test.destroy()
             test.create()
     assert eventually(lambda: calls), "the event did not arrive"
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     assert calls == [(other_id, "destroyed")]  # it reached the service, which found nothing of its own
     assert row(svc, other_id) is None
     assert row(svc, iid).state == "running" and events(svc, iid) == before
@@ -620,7 +620,7 @@ def test_a_guest_stopping_during_work_in_flight_is_left_to_that_work(make_app):
         assert eventually(lambda: calls)
     finally:
         release.set()
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     assert row(svc, iid).state == "running"  # the work owned it; reconciliation will see it off
     assert svc.reconciler.run().powered_off == []  # within the grace period
     clock.advance(seconds=GRACE.total_seconds() + 1)
@@ -680,7 +680,7 @@ def test_instances_whose_domains_carry_no_store_id_are_not_taken_for_vanished(ma
     app, svc = ready(make_app, clock, events=False)
     running, stopped, off = launch(app, svc), launch(app, svc), launch(app, svc)
     assert app.test_client().post(f"/v1/instances/{stopped}/stop").status_code == 202
-    assert svc.worker.idle(10)
+    assert svc.worker.idle(60)
     svc.close()
     legacy_domain(running, start=True)
     legacy_domain(stopped, start=False)

@@ -103,7 +103,7 @@ class Cluster:
         return response.get_json()
 
     def idle(self) -> None:
-        assert self.service.worker.idle(10), "background work still running after 10 s"
+        assert self.service.worker.idle(60), "background work still running after 60 s"
 
     def domains(self, names=None) -> dict[str, dict[str, str]]:
         """Host name -> {instance id: libvirt state} of the domains on each fake host (all,
@@ -515,7 +515,7 @@ def test_two_services_on_one_store_launching_at_once_never_overcommit_a_host(clu
     one = cluster(MIXED, cpu_overcommit=1.0)
     two = another_service(make_app, one)
     for c in (one, two):  # their at-start passes done before anything is launched
-        assert c.service.reconciled.wait(10)
+        assert c.service.reconciled.wait(60)
     urls, auth = (serve(one), serve(two)), one.app.config["TEST_AUTH"]
     for url in urls:  # each service's server, credentials and store connections warm: neither starts late
         for _ in range(3):

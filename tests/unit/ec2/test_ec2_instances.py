@@ -79,7 +79,7 @@ def test_the_life_of_an_instance(ec2, service, ami, wait_state):
     wait_state(instance_id, "running")
 
     assert ec2.reboot_instances(InstanceIds=[instance_id])["ResponseMetadata"]["HTTPStatusCode"] == 200
-    service.worker.idle(10)
+    service.worker.idle(60)
     assert describe_one(ec2, instance_id)["State"]["Name"] == "running"
 
     end = ec2.terminate_instances(InstanceIds=[instance_id])["TerminatingInstances"]
@@ -391,7 +391,7 @@ def test_state_changes_dry_run(ec2, service, ami, wait_state):
     for call in (ec2.stop_instances, ec2.start_instances, ec2.reboot_instances, ec2.terminate_instances):
         expect("DryRunOperation", 412, call, InstanceIds=[instance_id], DryRun=True)
         expect("InvalidInstanceID.NotFound", 400, call, InstanceIds=["i-" + "0" * 17], DryRun=True)
-    service.worker.idle(10)
+    service.worker.idle(60)
     assert service.instances.get(ec2.caller, instance_id).state == "running"
 
 
