@@ -101,7 +101,7 @@ def current(token: str) -> Session | None:
     """The session of the cookie TOKEN if it is ours, unexpired and not logged out."""
     svc = service()
     session = sessions().read(token, svc.clock.now())
-    if session is None or svc.console_sessions.find(session.id, session.access_key_id) is None:
+    if session is None or not svc.console_sessions.is_open(session.id, session.access_key_id):
         return None
     return session
 

@@ -41,15 +41,13 @@ class ConsoleSessions:
                                  expires_at=login.expires_at))
         return login
 
-    def find(self, session_id: str, access_key_id: str) -> Login | None:
-        """The session SESSION_ID of ACCESS_KEY_ID, or None if it ended (logged out, expired,
-        its key deleted) or never was."""
+    def is_open(self, session_id: str, access_key_id: str) -> bool:
+        """Whether SESSION_ID is a live session of ACCESS_KEY_ID: not ended (logged out,
+        expired, its key deleted) and ever made."""
         with self.db.reading() as s:
-            row = s.scalar(select(ConsoleSession).where(ConsoleSession.id == session_id,
-                                                        ConsoleSession.access_key_id == access_key_id))
-        if row is None or self.clock.now() >= row.expires_at:
-            return None
-        return Login(row.id, row.access_key_id, row.expires_at)
+            expires_at = s.scalar(select(ConsoleSession.expires_at).where(
+                ConsoleSession.id == session_id, ConsoleSession.access_key_id == access_key_id))
+        return expires_at is not None and self.clock.now() < expires_at
 
     def close(self, session_id: str) -> bool:
         """End a session (a logout); whether it was still there."""
