@@ -339,7 +339,8 @@ class HostCreateSchema(Schema):
         Pattern(HOST_URI_PATTERN, error="not a libvirt URI (like qemu+ssh://root@node-2/system)"), _safe_uri],
         metadata={"example": "qemu+ssh://root@node-2/system",
                   "description": "the host's libvirt URI; it must answer now (its capacity comes from libvirt). "
-                                 "Not the ext transport, nor the parameters command, netcat or known_hosts"})
+                                 "Not the ext or libssh transports, nor the parameters command, netcat or "
+                                 "known_hosts_verify"})
     address = fields.String(validate=Pattern(r"^[A-Za-z0-9.:_-]{1,255}$", error="a host name or IP address"),
                             metadata={"description": "where the instances' SSH ports are reached; default: the "
                                                      "URI's host name, else the service's ssh_host"})

@@ -3,19 +3,24 @@ it, and how long opening a host that does not answer may hold its caller."""
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 import threading
 
 import pytest
 
 from computed import libvirt_driver
+from computed.clock import FakeClock
+from computed.db import Database
 from computed.errors import InvalidParameterValue, ServiceUnavailable
-from computed.hosts import check_uri, uri_hostname
+from computed.hosts import Hosts, check_uri, uri_hostname
+from computed.models import Host
+from computed.settings import Settings
 
 
 @pytest.mark.parametrize("uri", [
     "qemu:///system", "qemu+ssh://root@node-2/system", "qemu+ssh://root@127.0.0.1:2222/system?keyfile=/k&no_verify=1",
-    "qemu+tls://node-2.example/system", "test:///default", "test:///srv/nodes/a.xml", "test+unix:///default",
+    "qemu+tls://node-2.example/system", "qemu+libssh2://root@node-2/system?known_hosts=/srv/known_hosts&sshauth=privkey", "test:///default", "test:///srv/nodes/a.xml", "test+unix:///default",
 ])
 def test_good_uris(uri):
     assert check_uri(uri) == uri
@@ -27,7 +32,9 @@ def test_good_uris(uri):
     ("qemu+ssh://root@h/system?COMMAND=/tmp/x", "command"),
     ("qemu+ssh://root@h/system?no_verify=1;%63ommand=/tmp/x", "command"),
     ("qemu+ssh://root@h/system?netcat=/tmp/nc", "netcat"),
-    ("qemu+libssh://root@h/system?known_hosts=/etc/passwd", "known_hosts"),
+    ("qemu+libssh2://root@h/system?known_hosts=/k&known_hosts_verify=auto", "known_hosts_verify"),
+    ("qemu+libssh://root@h/system", "libssh transport is not supported"),  # it crashes the process
+    ("qemu+libssh://root@h/system?keyfile=/k", "qemu+libssh2://"),
     ("test:///etc/shadow", "node description"),  # libvirt's error would quote its first line
     ("test+unix:///etc/shadow", "node description"),
     ("qemu+ssh://[x/system", "libvirt can take"),
@@ -80,3 +87,26 @@ def test_a_host_that_never_answers_is_unreachable_after_the_open_timeout(monkeyp
         for conn in accepted:
             conn.close()
         silent.close()
+
+
+def test_a_stored_host_on_a_refused_transport_is_unreachable_and_never_opened(tmp_path, monkeypatch):
+    """A host added before its transport was refused (or written into the store by hand) is
+    reported unreachable, saying why, and no connection to it is opened."""
+    db = Database(f"sqlite:///{tmp_path / 'c.db'}")
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    with db.session() as s:
+        s.add(Host(name="old", uri="qemu+libssh://root@node-2/system", address="node-2", enabled=True,
+                   image_mode="shared", vcpus=4, memory_mib=4096, reachable=True, checked_at=t0, created_at=t0))
+    opened = []
+    monkeypatch.setattr(libvirt_driver.libvirt, "open", lambda uri: opened.append(uri))
+    hosts = Hosts(Settings.load({"COMPUTED_VAR_DIR": str(tmp_path)}), db, FakeClock(t0))
+    try:
+        errors = hosts.check(["old"])
+        assert "the host old is not opened: the libssh transport is not supported" in errors["old"]
+        assert (hosts.get("old").host.reachable, hosts.get("old").host.last_error) == (False, errors["old"])
+        with pytest.raises(ServiceUnavailable, match="host rm, then host add"):
+            hosts.connection("old")
+        assert opened == []
+    finally:
+        hosts.close()
+        db.dispose()

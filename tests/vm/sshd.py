@@ -5,12 +5,11 @@ system's SSH set-up is used or changed: the configuration, keys, pid file and lo
 the server's own directory.
 
 ``libvirt_uri()`` is a libvirt URI reaching the system libvirtd through this server with
-libvirt's libssh transport, the client key as its ``keyfile``. The host key is verified
-against libvirt's own known_hosts file, ``$XDG_CONFIG_HOME/libvirt/known_hosts``: the
-client must run with XDG_CONFIG_HOME set to ``config_home``, where the server's key is
-written. (The ``ssh`` transport runs the ssh binary, which would add the host key to root's
-~/.ssh/known_hosts; a ``known_hosts`` URI parameter is refused by the service, as libssh
-may write to that file.)"""
+libvirt's libssh2 transport, the client key as its ``keyfile`` and the server's own
+``known_hosts`` file (the server's host key only) as the file the host key is checked in:
+nothing of root's SSH set-up is read or written. (The ``ssh`` transport runs the ssh program,
+which checks root's ~/.ssh/known_hosts and could be given no other file; the ``libssh``
+transport crashes a client that streams a volume, see tests/unit/test_remote_streams.py.)"""
 
 from __future__ import annotations
 
@@ -42,9 +41,8 @@ class Sshd:
         self.dir = Path(tempfile.mkdtemp(prefix="computed-sshd-"))  # 0700: it holds private keys
         self.host_key = self.dir / "host_ed25519"
         self.client_key = self.dir / "client_ed25519"
-        #: XDG_CONFIG_HOME for libvirt clients of this server (libvirt/known_hosts in it)
-        self.config_home = self.dir / "config"
-        self.known_hosts = self.config_home / "libvirt" / "known_hosts"
+        #: the server's host key, as the libvirt URI's known_hosts file
+        self.known_hosts = self.dir / "known_hosts"
         self.log = self.dir / "sshd.log"
         self.proc: subprocess.Popen | None = None
         self.port = 0
@@ -58,7 +56,6 @@ class Sshd:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
             self._start()
             host_key = self.host_key.with_suffix(".pub").read_text().split()[:2]
-            self.known_hosts.parent.mkdir(parents=True)
             self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {' '.join(host_key)}\n")
         except BaseException:
             self.stop()
@@ -120,8 +117,9 @@ class Sshd:
         return False
 
     def libvirt_uri(self, path: str = "/system") -> str:
-        query = urllib.parse.urlencode({"keyfile": str(self.client_key), "sshauth": "privkey"}, safe="/")
-        return f"qemu+libssh://root@127.0.0.1:{self.port}{path}?{query}"
+        query = urllib.parse.urlencode({"keyfile": str(self.client_key), "known_hosts": str(self.known_hosts),
+                                        "sshauth": "privkey"}, safe="/")
+        return f"qemu+libssh2://root@127.0.0.1:{self.port}{path}?{query}"
 
     def logins(self) -> int:
         """How many logins the server accepted so far."""

@@ -42,11 +42,7 @@ def sshd():
         if os.environ.get("CI"):
             pytest.fail(f"{e} (CI is set: CI must run this test)", pytrace=False)
         pytest.skip(str(e))
-    with pytest.MonkeyPatch.context() as mp:
-        # libvirt's libssh transport checks the host key in $XDG_CONFIG_HOME/libvirt/known_hosts
-        # (the service runs in this process): the test's server's key, not root's file
-        mp.setenv("XDG_CONFIG_HOME", str(server.config_home))
-        yield server
+    yield server
     server.stop()
 
 
