@@ -9,8 +9,10 @@ from pathlib import Path
 
 import libvirt
 import requests
+from sqlalchemy import select
 
 from api.app import create_app
+from computed.models import Instance
 from computed.settings import Settings
 from tests.http_server import ThreadedServer
 
@@ -60,14 +62,35 @@ class RunningService:
         return self.wait(instance_id, lambda i: i["state"]["name"] == state, timeout, state)
 
     def close(self) -> None:
+        """Stop serving; then the guests of this service's instances that a failed or
+        timed-out test left are destroyed and undefined, so none outlives the test run."""
         self.server.close()
+        with self.service.db.reading() as s:
+            ids = set(s.scalars(select(Instance.id)))
         self.service.close()
+        remove_domains({f"computed-{i}" for i in ids})
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def remove_domains(names: set[str]) -> None:
+    """Destroy and undefine those of NAMES that the system libvirtd has."""
+    conn = libvirt.open("qemu:///system")
+    try:
+        for dom in conn.listAllDomains():
+            if dom.name() in names:
+                try:
+                    if dom.isActive():
+                        dom.destroy()
+                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+                except libvirt.libvirtError:
+                    pass  # gone meanwhile
+    finally:
+        conn.close()
 
 
 def domain_names() -> set[str]:
