@@ -123,7 +123,7 @@ def check_uri(uri: str) -> str:
 
 def refused_transport(uri: str) -> str | None:
     """Why the service does not open URI's transport (UNSAFE_TRANSPORTS), or None."""
-    transport = uri.partition(":")[0].partition("+")[2]
+    transport = uri.partition(":")[0].partition("+")[2].lower()
     if transport in UNSAFE_TRANSPORTS:
         return f"the {transport} transport is not supported: {UNSAFE_TRANSPORTS[transport]}"
     return None
