@@ -12,6 +12,7 @@ import requests
 from sqlalchemy import select
 
 from api.app import create_app
+from computed.libvirt_driver import DOMAIN_PREFIX
 from computed.models import Instance
 from computed.settings import Settings
 from tests.http_server import ThreadedServer
@@ -68,7 +69,7 @@ class RunningService:
         with self.service.db.reading() as s:
             ids = set(s.scalars(select(Instance.id)))
         self.service.close()
-        remove_domains({f"computed-{i}" for i in ids})
+        remove_domains({DOMAIN_PREFIX + i for i in ids})
 
 
 def free_port() -> int:
