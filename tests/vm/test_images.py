@@ -156,6 +156,18 @@ def test_preloaded_container_runs_offline(booted):
     assert booted.run(f"sudo -n {engine} run --rm {reference} echo hello") == "hello\n"
 
 
+def test_a_users_units_and_containers_get_ten_seconds_to_stop(booted):
+    """A container's PID 1 ignores SIGTERM unless it handles it: a rootless one started by
+    hand held every shutdown up for systemd's 90 s. The user's manager gives 10 s, as
+    `podman stop` does; units that set their own timeout keep it."""
+    assert booted.run("systemctl --user show --property=DefaultTimeoutStopUSec --value") == "10s\n"
+    assert booted.run("systemctl show --property=DefaultTimeoutStopUSec --value") == "1min 30s\n"  # system's: Debian's
+
+
 def test_powers_off(booted):
+    """With a container running that ignores SIGTERM (sleep as its PID 1)."""
+    manifest = booted.image.manifest
+    engine, reference = manifest.container_engine["name"], manifest.container_image
+    booted.run(f"{engine} run -d --name stubborn {reference} sleep 600")
     ssh.run(booted.client, "sudo -n systemctl poweroff", timeout=30)
     assert booted.guest.wait(120), "the guest did not power off within 120 s"

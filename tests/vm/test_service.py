@@ -186,14 +186,17 @@ def test_lifecycle_of_two_instances_launched_at_once(svc, keypair, monkeypatch):
     inst = svc.wait_ssh(inst["id"])  # the engine was checked already: SSH is what a reboot must bring back
     client = login(inst, keypair)
     assert run(client, "cat /proc/sys/kernel/random/boot_id") != boot_id
-    # the guest powers itself off: stopped at once (libvirt's lifecycle event), billed until then
+    # the guest powers itself off: seen through libvirt's lifecycle event (the service reconciles
+    # only hourly here), stopped as of the moment it went off, however long the guest took (the
+    # service's engine check may still be running its container then)
     asked = dt.datetime.now(dt.UTC)
     client.exec_command("sudo systemctl poweroff")  # the session ends with the guest
     client.close()
-    off = svc.wait_state(inst["id"], "stopped", timeout=120)
+    off = svc.wait_state(inst["id"], "stopped", timeout=300)
+    seen = dt.datetime.now(dt.UTC)
     assert off["state_reason"]["code"] == "Client.InstanceInitiatedShutdown"
     changed = dt.datetime.fromisoformat(off["state_changed_at"].replace("Z", "+00:00"))
-    assert dt.timedelta(0) <= changed - asked < dt.timedelta(seconds=60), off["state_changed_at"]
+    assert asked <= changed <= seen, (asked, off["state_changed_at"], seen)
 
     # terminated from stopped (a start after a stop was seen above; one more boot would add nothing)
     svc.call("DELETE", f"/v1/instances/{inst['id']}", expect=202)
