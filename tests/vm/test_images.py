@@ -156,6 +156,16 @@ def test_preloaded_container_runs_offline(booted):
     assert booted.run(f"sudo -n {engine} run --rm {reference} echo hello") == "hello\n"
 
 
+def test_console_shows_the_guests_address(booted):
+    """The login prompt on the serial console names the address the guest got by DHCP
+    (agetty prints it again when it changes): the console output tells a guest that never
+    got one from one whose SSH is down. QEMU's user network gives 10.0.2.15."""
+    deadline = time.monotonic() + 60
+    while "IPv4 10.0.2.15 " not in booted.guest.console() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert "IPv4 10.0.2.15 " in booted.guest.console(), booted.guest.console()[-2000:]
+
+
 def test_a_users_units_and_containers_get_ten_seconds_to_stop(booted):
     """A container's PID 1 ignores SIGTERM unless it handles it: a rootless one started by
     hand held every shutdown up for systemd's 90 s. The user's manager gives 10 s, as
