@@ -17,8 +17,13 @@ from computed.ports import MAX_PORTS
 
 @pytest.fixture
 def settings(settings, free_ports):
-    low, high = free_ports(20)
-    return settings.replace(forward_ports=(low, high))
+    """A forward range of 20 free ports apart from the SSH range (the service forwards no
+    port of that range: a forward range inside it would have none to give)."""
+    ssh_low, ssh_high = settings.ssh_ports
+    while True:
+        low, high = free_ports(20)
+        if high < ssh_low or low > ssh_high:
+            return settings.replace(forward_ports=(low, high))
 
 
 @pytest.fixture
