@@ -159,8 +159,11 @@ def test_preloaded_container_runs_offline(booted):
 def test_console_shows_the_guests_address(booted):
     """The login prompt on the serial console names the address the guest got by DHCP
     (agetty prints it again when it changes): the console output tells a guest that never
-    got one from one whose SSH is down. The address is the one the guest itself reports."""
-    [address] = booted.run("ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1").split()
+    got one from one whose SSH is down. The address is the one the guest itself reports on
+    its default route's interface: a container engine adds bridges of its own (docker0,
+    podman0), later in interface order, which agetty's \\4 passes over."""
+    device = booted.run("ip -o route show default | awk '{print $5}'").strip()
+    [address] = booted.run(f"ip -4 -o addr show dev {device} scope global | awk '{{print $4}}' | cut -d/ -f1").split()
     prompt = f"IPv4 {address} "
     deadline = time.monotonic() + 60
     while prompt not in booted.guest.console() and time.monotonic() < deadline:
