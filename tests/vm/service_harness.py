@@ -51,13 +51,31 @@ class RunningService:
         raise AssertionError(f"{instance_id}: not {what} within {timeout}s: {self.instance(instance_id)}")
 
     def wait_ready(self, instance_id: str, timeout: float = 600) -> dict:
-        return self.wait(instance_id, lambda i: i["state"]["name"] == "running" and i["ready"]["ssh"]
-                         and i["ready"]["container_engine"], timeout, "ready")
+        return self.wait_diagnosed(instance_id, lambda i: i["state"]["name"] == "running" and i["ready"]["ssh"]
+                                   and i["ready"]["container_engine"], timeout, "ready")
 
     def wait_ssh(self, instance_id: str, timeout: float = 600) -> dict:
         """Until the service has logged in (its container engine check may still be running)."""
-        return self.wait(instance_id, lambda i: i["state"]["name"] == "running" and i["ready"]["ssh"], timeout,
-                         "answering SSH")
+        return self.wait_diagnosed(instance_id, lambda i: i["state"]["name"] == "running" and i["ready"]["ssh"],
+                                   timeout, "answering SSH")
+
+    def wait_diagnosed(self, instance_id: str, until, timeout: float, what: str) -> dict:
+        """As wait; a failure also says what the instance's SSH endpoint answers and what its
+        console shows, so that a guest that never got an address, one whose sshd is silent
+        and one that refuses the service's key are told apart."""
+        try:
+            return self.wait(instance_id, until, timeout, what)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.diagnosis(instance_id)}") from None
+
+    def diagnosis(self, instance_id: str) -> str:
+        try:
+            inst = self.instance(instance_id)
+            endpoint = ssh_endpoint_answer(inst["ssh"]["host"], inst["ssh"]["port"])
+            console = self.call("GET", f"/v1/instances/{instance_id}/console")["output"][-3000:]
+        except (AssertionError, requests.RequestException) as e:
+            return f"(no diagnosis: {e})"
+        return f"--- SSH endpoint ---\n{endpoint}\n--- console ---\n{console}"
 
     def wait_state(self, instance_id: str, state: str, timeout: float = 300) -> dict:
         return self.wait(instance_id, lambda i: i["state"]["name"] == state, timeout, state)
@@ -70,6 +88,22 @@ class RunningService:
             ids = set(s.scalars(select(Instance.id)))
         self.service.close()
         remove_domains({DOMAIN_PREFIX + i for i in ids})
+
+
+def ssh_endpoint_answer(host: str | None, port: int | None) -> str:
+    """What a TCP connection to HOST:PORT gets within 20 s: refused (nothing listens: QEMU's
+    forward is gone), silence (QEMU forwards, nothing in the guest answers) or a banner."""
+    if host is None or port is None:
+        return "no SSH endpoint"
+    try:
+        with socket.create_connection((host, port), timeout=10) as s:
+            s.settimeout(20)
+            try:
+                return f"{host}:{port} answered {s.recv(256)!r}"
+            except TimeoutError:
+                return f"{host}:{port} accepted the connection but sent no banner in 20 s"
+    except OSError as e:
+        return f"{host}:{port}: {e!r}"
 
 
 def free_port() -> int:

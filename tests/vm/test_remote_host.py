@@ -111,15 +111,6 @@ def run(client: paramiko.SSHClient, command: str) -> str:
     return out
 
 
-def wait_ready(svc: RunningService, instance_id: str) -> dict:
-    """Ready, or a failure that shows the guest's console (what the boot got to)."""
-    try:
-        return svc.wait_ready(instance_id)
-    except AssertionError as e:
-        tail = svc.call("GET", f"/v1/instances/{instance_id}/console")["output"][-3000:]
-        raise AssertionError(f"{e}\n--- console ---\n{tail}") from None
-
-
 def placed_on(svc: RunningService, instance_id: str) -> str:
     with svc.service.db.reading() as s:
         return s.get(Instance, instance_id).host
@@ -149,7 +140,7 @@ def test_an_instance_on_a_host_reached_over_ssh(svc, sshd, storage_dir, uploads,
     iid = inst["id"]
     svc.wait_state(iid, "running", timeout=300)  # the image copied, the domain defined and started
     running_after = time.monotonic() - started
-    inst = wait_ready(svc, iid)
+    inst = svc.wait_ready(iid)
     ready_after = time.monotonic() - started
     assert placed_on(svc, iid) == "remote" and inst["placement"]["host"] == "remote"
     assert inst["ssh"]["host"] == "127.0.0.1" and PORTS[0] <= inst["ssh"]["port"] <= PORTS[1]
@@ -180,7 +171,7 @@ def test_an_instance_on_a_host_reached_over_ssh(svc, sshd, storage_dir, uploads,
     svc.call("POST", f"/v1/instances/{iid}/stop", expect=202)
     svc.wait_state(iid, "stopped")
     svc.call("POST", f"/v1/instances/{iid}/start", expect=202)
-    inst = wait_ready(svc, iid)
+    inst = svc.wait_ready(iid)
     assert placed_on(svc, iid) == "remote" and inst["placement"]["host"] == "remote"
     client = login(inst, key)
     try:
