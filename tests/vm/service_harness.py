@@ -60,9 +60,10 @@ class RunningService:
                                    timeout, "answering SSH")
 
     def wait_diagnosed(self, instance_id: str, until, timeout: float, what: str) -> dict:
-        """As wait; a failure also says what the instance's SSH endpoint answers and what its
-        console shows, so that a guest that never got an address, one whose sshd is silent
-        and one that refuses the service's key are told apart."""
+        """As wait; a failure also says what the instance's SSH endpoint answers (refused,
+        silent, or a banner) and what its console shows (the prompt names the guest's
+        addresses), so that a forward that is gone, a guest that never got an address and one
+        whose sshd does not answer are told apart."""
         try:
             return self.wait(instance_id, until, timeout, what)
         except AssertionError as e:
