@@ -32,7 +32,11 @@ DPKG_OPTIONS = (
 ROOT_LABEL = "computed-root"
 PRELOAD_STORE = "/usr/lib/containers/storage"
 DOCKER_ARCHIVES = "/usr/share/computed/containers"
-INITRAMFS_MODULES = ("virtio_pci", "virtio_blk")
+# virtio_net too: udev in the initramfs then gives the NIC its predictable name (eth0 ->
+# ens2) before systemd-networkd starts. Renamed later, under a running networkd, systemd 252
+# sometimes configures the link twice and gives up on it ("Failed to configure DHCPv4
+# client: Device or resource busy", link failed): the guest boots with no IPv4 address.
+INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_net")
 
 # Boot-time work nobody on a fresh cloud instance is waiting for.
 FAST_MASK = (

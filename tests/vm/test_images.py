@@ -171,6 +171,23 @@ def test_console_shows_the_guests_address(booted):
     assert prompt in booted.guest.console(), booted.guest.console()[-2000:]
 
 
+def test_the_nic_is_named_before_networkd_starts(booted):
+    """udev in the initramfs names the NIC (ens2), so systemd-networkd never sees it renamed
+    under it: a rename while it runs sometimes made systemd 252 configure the link twice and
+    fail it ("Failed to configure DHCPv4 client: Device or resource busy"), a boot with no
+    IPv4 address, about 1 in 30 boots, unreachable over SSH."""
+    networkd = booted.run("sudo -n journalctl -b -u systemd-networkd -o cat")
+    assert "Configuring with /etc/systemd/network/20-computed-wired.network" in networkd, networkd
+    assert "name change detected" not in networkd, networkd
+    assert "Failed" not in networkd, networkd
+    renamed = booted.run("sudo -n journalctl -b -k -o cat --grep 'renamed from eth0' || true")
+    assert "renamed from eth0" in renamed  # the kernel's own record that the rename still happens
+    device = booted.run("ip -o route show default | awk '{print $5}'").strip()
+    assert device == "ens2"
+    setup = booted.run(f"networkctl list --no-legend --no-pager {device}").split()
+    assert setup[-1] in ("configured", "configuring"), setup  # never "failed"
+
+
 def test_a_users_units_and_containers_get_ten_seconds_to_stop(booted):
     """A container's PID 1 ignores SIGTERM unless it handles it: a rootless one started by
     hand held every shutdown up for systemd's 90 s. The user's manager gives 10 s, as
