@@ -177,15 +177,38 @@ def test_the_nic_is_named_before_networkd_starts(booted):
     fail it ("Failed to configure DHCPv4 client: Device or resource busy"), a boot with no
     IPv4 address, about 1 in 30 boots, unreachable over SSH."""
     networkd = booted.run("sudo -n journalctl -b -u systemd-networkd -o cat")
-    assert "Configuring with /etc/systemd/network/20-computed-wired.network" in networkd, networkd
+    assert "ens2: Configuring with /etc/systemd/network/20-computed-wired.network" in networkd, networkd
     assert "name change detected" not in networkd, networkd
-    assert "Failed" not in networkd, networkd
     renamed = booted.run("sudo -n journalctl -b -k -o cat --grep 'renamed from eth0' || true")
-    assert "renamed from eth0" in renamed  # the kernel's own record that the rename still happens
-    device = booted.run("ip -o route show default | awk '{print $5}'").strip()
-    assert device == "ens2"
-    setup = booted.run(f"networkctl list --no-legend --no-pager {device}").split()
-    assert setup[-1] in ("configured", "configuring"), setup  # never "failed"
+    assert "ens2: renamed from eth0" in renamed  # the kernel's own record: the rename still happens
+    assert booted.run("ip -o route show default | awk '{print $5}'").strip() == "ens2"
+    assert _networkd_setup(booted)["ens2"] in ("configured", "configuring")  # never "failed"
+
+
+def test_networkd_leaves_the_container_engines_links_alone(booted):
+    """Only the physical NIC is networkd's: a container's veth and the engine's bridge are the
+    engine's. Matched as well (Type=ether alone matches a veth), networkd brought docker's
+    veths up and ran DHCP on them, failing them as docker moved them into containers."""
+    engine, reference = booted.image.manifest.container_engine["name"], booted.image.manifest.container_image
+    name = f"netcheck-{engine}"
+    booted.run(f"sudo -n {engine} run -d --name {name} {reference} sleep 600")
+    try:
+        setup = _networkd_setup(booted)
+    finally:
+        booted.run(f"sudo -n {engine} rm -f {name}")
+    veths = [link for link in setup if link.startswith("veth")]
+    assert veths, setup  # the container is attached to the engine's bridge by a veth
+    assert {state for link, state in setup.items() if link != "ens2"} == {"unmanaged"}, setup
+    networkd = booted.run("sudo -n journalctl -b -u systemd-networkd -o cat")
+    assert [line for line in networkd.splitlines() if "Configuring with" in line] == \
+        ["ens2: Configuring with /etc/systemd/network/20-computed-wired.network."], networkd
+    assert "Failed" not in networkd, networkd
+
+
+def _networkd_setup(booted) -> dict[str, str]:
+    """Each link networkd knows, with its SETUP state (configured, unmanaged, failed, ...)."""
+    rows = booted.run("networkctl list --no-legend --no-pager").splitlines()
+    return {row.split()[1]: row.split()[-1] for row in rows if row.strip()}
 
 
 def test_a_users_units_and_containers_get_ten_seconds_to_stop(booted):
