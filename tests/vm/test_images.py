@@ -188,7 +188,7 @@ def test_the_nic_is_named_before_networkd_starts(booted):
 def test_networkd_leaves_the_container_engines_links_alone(booted):
     """Only the physical NIC is networkd's: a container's veth and the engine's bridge are the
     engine's. Matched as well (Type=ether alone matches a veth), networkd brought docker's
-    veths up and ran DHCP on them, failing them as docker moved them into containers."""
+    veths up and ran DHCP on them, and failed them when docker moved or removed them."""
     engine, reference = booted.image.manifest.container_engine["name"], booted.image.manifest.container_image
     name = f"netcheck-{engine}"
     booted.run(f"sudo -n {engine} run -d --name {name} {reference} sleep 600")
