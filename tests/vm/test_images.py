@@ -162,7 +162,7 @@ def test_console_shows_the_guests_address(booted):
     got one from one whose SSH is down. The address is the one the guest itself reports on
     its default route's interface: a container engine adds bridges of its own (docker0,
     podman0), later in interface order, which agetty's \\4 passes over."""
-    device = booted.run("ip -o route show default | awk '{print $5}'").strip()
+    device = _default_route_device(booted)
     [address] = booted.run(f"ip -4 -o addr show dev {device} scope global | awk '{{print $4}}' | cut -d/ -f1").split()
     prompt = f"IPv4 {address} "
     deadline = time.monotonic() + 60
@@ -181,7 +181,7 @@ def test_the_nic_is_named_before_networkd_starts(booted):
     assert "name change detected" not in networkd, networkd
     renamed = booted.run("sudo -n journalctl -b -k -o cat --grep 'renamed from eth0' || true")
     assert "ens2: renamed from eth0" in renamed  # the kernel's own record: the rename still happens
-    assert booted.run("ip -o route show default | awk '{print $5}'").strip() == "ens2"
+    assert _default_route_device(booted) == "ens2"
     assert _networkd_setup(booted)["ens2"] in ("configured", "configuring")  # never "failed"
 
 
@@ -207,8 +207,12 @@ def test_networkd_leaves_the_container_engines_links_alone(booted):
 
 def _networkd_setup(booted) -> dict[str, str]:
     """Each link networkd knows, with its SETUP state (configured, unmanaged, failed, ...)."""
-    rows = booted.run("networkctl list --no-legend --no-pager").splitlines()
-    return {row.split()[1]: row.split()[-1] for row in rows if row.strip()}
+    rows = [row.split() for row in booted.run("networkctl list --no-legend --no-pager").splitlines()]
+    return {cols[1]: cols[-1] for cols in rows if cols}
+
+
+def _default_route_device(booted) -> str:
+    return booted.run("ip -o route show default | awk '{print $5}'").strip()
 
 
 def test_a_users_units_and_containers_get_ten_seconds_to_stop(booted):
