@@ -19,7 +19,7 @@ import logging
 
 from flask import Flask, g, request
 
-from computed.accounts import Caller
+from computed.accounts.registry import Caller
 from computed.errors import AuthFailure
 
 from . import console_session, sigv4

@@ -9,8 +9,8 @@ import io
 from flask import Response
 from marshmallow import RAISE
 
-from computed.chart import cost_chart_png
-from computed.metering import Report
+from computed.billing.chart import cost_chart_png
+from computed.billing.metering import Report
 
 from .blueprint import Blueprint
 from .schemas import BillingQuerySchema, BillingReportSchema, ErrorResponseSchema

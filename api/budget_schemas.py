@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from computed.budgets import (
+from computed.billing.budgets import (
     ACCOUNT_ID,
     ACTIONS,
     AMOUNT,

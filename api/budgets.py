@@ -7,8 +7,8 @@ from __future__ import annotations
 from flask.views import MethodView
 from marshmallow import RAISE
 
-from computed.budgets import Status, plain, stopped_ids
-from computed.models import BudgetEvent
+from computed.billing.budgets import Status, plain, stopped_ids
+from computed.store.models import BudgetEvent
 
 from .auth import current_caller
 from .blueprint import Blueprint

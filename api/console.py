@@ -24,7 +24,7 @@ from flask import (
 )
 from werkzeug.exceptions import NotFound, UnsupportedMediaType
 
-from computed.accounts import Caller
+from computed.accounts.registry import Caller
 from computed.errors import AuthFailure, InvalidParameterValue
 
 from . import console_session

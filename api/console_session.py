@@ -1,5 +1,5 @@
 """The web console's sessions (``api.console``): a signed cookie that names a login kept in
-the store (``computed.console_sessions``), its access key and when it ends, never the
+the store (``computed.accounts.console_sessions``), its access key and when it ends, never the
 secret, under a key of the service's own (``<state>/secrets/console-session.key``, mode
 0600, made on first use). Logging out deletes the login, which ends every copy of the
 cookie at once, in every service process on the store.
@@ -20,9 +20,9 @@ from pathlib import Path
 from flask import current_app
 from itsdangerous import BadData, URLSafeSerializer
 
-from computed.console_sessions import Login
+from computed.accounts.console_sessions import Login
 from computed.errors import ComputedError
-from computed.secret_box import read_or_create_key
+from computed.accounts.secret_box import read_or_create_key
 
 from .service import service
 

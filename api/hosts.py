@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from flask.views import MethodView
 
-from computed.accounts import require_admin
+from computed.accounts.registry import require_admin
 from computed.errors import HostNotFound
-from computed.host_status import host_room
-from computed.hosts import HOST_NAME, HostState
+from computed.hosts.status import host_room
+from computed.hosts.registry import HOST_NAME, HostState
 
 from .auth import current_caller
 from .blueprint import Blueprint

@@ -9,9 +9,9 @@ from decimal import Decimal
 from flask.views import MethodView
 from marshmallow import RAISE
 
-from computed.host_status import reachability
-from computed.instances import STATE_CODES, InstanceFilter, LaunchRequest
-from computed.models import Instance
+from computed.hosts.status import reachability
+from computed.compute.instances import STATE_CODES, InstanceFilter, LaunchRequest
+from computed.store.models import Instance
 
 from .blueprint import Blueprint
 from .ports import port_view, spec

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask.views import MethodView
 
 from computed.errors import KeyPairNotFound
-from computed.keypairs import NAME as KEY_NAME_RE
+from computed.compute.keypairs import NAME as KEY_NAME_RE
 
 from .blueprint import Blueprint
 from .schemas import (KEY_NAME_PARAM, ErrorResponseSchema, KeyPairCreatedSchema, KeyPairCreateSchema, KeyPairListSchema,

@@ -14,7 +14,7 @@ import time
 from flask import Blueprint, Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from computed.accounts import require_admin
+from computed.accounts.registry import require_admin
 
 from .auth import METRICS_PATH, current_caller
 from .service import service

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from computed.ports import FIRST_UNPRIVILEGED, MAX_PORTS
+from computed.compute.ports import FIRST_UNPRIVILEGED, MAX_PORTS
 
 PORT_RANGE = validate.Range(min=1, max=65535)
 HOST_PORT_RANGE = validate.Range(min=FIRST_UNPRIVILEGED, max=65535,

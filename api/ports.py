@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from flask.views import MethodView
 
-from computed.models import PortForward
-from computed.ports import PortSpec
+from computed.store.models import PortForward
+from computed.compute.ports import PortSpec
 
 from .auth import current_caller
 from .blueprint import Blueprint

@@ -7,11 +7,11 @@ import binascii
 
 from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
-from computed.billing import GROUPS
+from computed.billing.reports import GROUPS
 from computed.errors import InvalidParameterValue
-from computed.hosts import HOST_NAME, IMAGE_MODES, LIBVIRT_URI, check_uri
-from computed.instances import INSTANCE_ID, MAX_COUNT, MAX_TAGS, MAX_USER_DATA, STATE_CODES, TAG_KEY, TAG_VALUE
-from computed.keypairs import NAME as KEY_NAME_RE
+from computed.hosts.registry import HOST_NAME, IMAGE_MODES, LIBVIRT_URI, check_uri
+from computed.compute.instances import INSTANCE_ID, MAX_COUNT, MAX_TAGS, MAX_USER_DATA, STATE_CODES, TAG_KEY, TAG_VALUE
+from computed.compute.keypairs import NAME as KEY_NAME_RE
 
 from .port_schemas import PORTS_FIELD, PortSchema
 

@@ -9,31 +9,31 @@ import time
 
 from images.store import ImageStore
 
-from .accounts import KEY_FILE, Accounts
-from .accrued import AccruedCost
-from .billing import Billing
-from .budgets import Budgets
-from .console_sessions import ConsoleSessions
+from computed.accounts.registry import KEY_FILE, Accounts
+from computed.billing.accrued import AccruedCost
+from computed.billing.reports import Billing
+from computed.billing.budgets import Budgets
+from computed.accounts.console_sessions import ConsoleSessions
 from .clock import Clock
-from .db import Database
-from .faults import Faults
-from .hosts import Hosts
-from .instances import Instances
-from .keypairs import KeyPairs
-from .libvirt_driver import LibvirtHost
+from computed.store.engine import Database
+from computed.compute.faults import Faults
+from computed.hosts.registry import Hosts
+from computed.compute.instances import Instances
+from computed.compute.keypairs import KeyPairs
+from computed.virt.libvirt.connection import LibvirtHost
 from .errors import ServiceUnavailable
-from .lifecycle import CRASHED, SELF_SHUTDOWN, Lifecycle
-from .management_key import ManagementKey
-from .metrics import Metrics
-from .ports import Ports
-from .processes import Processes
-from .provisioner import Provisioner
-from .reconcile import Reconciler
-from .secret_box import SecretBox
+from computed.compute.lifecycle import CRASHED, SELF_SHUTDOWN, Lifecycle
+from computed.virt.management_key import ManagementKey
+from computed.metrics.counters import Metrics
+from computed.compute.ports import Ports
+from computed.store.processes import Processes
+from computed.virt.provisioner import Provisioner
+from computed.compute.reconcile import Reconciler
+from computed.accounts.secret_box import SecretBox
 from .settings import Settings
-from .sizes import SizeCatalog
-from .store_metrics import StoreCollector
-from .worker import Worker
+from computed.compute.sizes import SizeCatalog
+from computed.metrics.store import StoreCollector
+from computed.compute.worker import Worker
 
 log = logging.getLogger(__name__)
 

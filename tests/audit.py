@@ -55,10 +55,10 @@ class StoreView:
 
 
 def read_store(db) -> StoreView:
-    """A StoreView of DB (a computed.db.Database), read in one snapshot."""
+    """A StoreView of DB (a computed.store.engine.Database), read in one snapshot."""
     from sqlalchemy import select
 
-    from computed.models import Host, Instance, UsageEvent
+    from computed.store.models import Host, Instance, UsageEvent
 
     view = StoreView()
     with db.reading() as s:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from computed.accounts import Caller
+from computed.accounts.registry import Caller
 
 ADMIN = Caller("000000000000", "test-admin", admin=True)
 

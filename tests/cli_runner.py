@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from computed.accounts import Credentials
+from computed.accounts.registry import Credentials
 from computed.cli import cli
 
 

@@ -128,7 +128,7 @@ class Server:
         return f"postgresql+psycopg://{USER}@127.0.0.1:{self.port}/{dbname}"
 
     def _make_template(self) -> None:
-        from computed.db import make_engine, upgrade
+        from computed.store.engine import make_engine, upgrade
 
         with self.connect() as conn:
             conn.execute(f'CREATE DATABASE "{TEMPLATE}"')

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import libvirt
 
-from computed.domain_xml import METADATA_NS, read_instance_element
+from computed.virt.domain_xml import METADATA_NS, read_instance_element
 
 
 class StoreDomain(NamedTuple):

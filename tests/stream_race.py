@@ -16,8 +16,8 @@ import sys
 import threading
 from pathlib import Path
 
-from computed.copy_storage import CopyStorage
-from computed.libvirt_driver import LibvirtHost
+from computed.virt.libvirt.copy_storage import CopyStorage
+from computed.virt.libvirt.connection import LibvirtHost
 
 TAIL = 64 * 1024
 

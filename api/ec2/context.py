@@ -34,7 +34,7 @@ def settings() -> Settings:
 
 
 def caller():
-    """The authenticated caller (``computed.accounts.Caller``), set before the view runs."""
+    """The authenticated caller (``computed.accounts.registry.Caller``), set before the view runs."""
     from .. import auth
     return auth.current_caller()
 

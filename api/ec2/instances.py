@@ -8,7 +8,7 @@ import dataclasses
 
 from computed.errors import (IdempotentParameterMismatch, InstanceLimitExceeded, InsufficientInstanceCapacity,
                              InvalidParameterValue)
-from computed.instances import STATE_CODES, InstanceFilter, LaunchRequest
+from computed.compute.instances import STATE_CODES, InstanceFilter, LaunchRequest
 
 from . import render
 from .catalog import image_name

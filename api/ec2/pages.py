@@ -7,7 +7,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Sequence
 
-from computed import page_token
+from computed.store import page_token
 
 
 def matches(value, patterns: Iterable[str] | None) -> bool:

@@ -7,8 +7,8 @@ import hashlib
 import ipaddress
 import re
 
-from computed.instances import STATE_CODES
-from computed.models import Instance, KeyPair
+from computed.compute.instances import STATE_CODES
+from computed.store.models import Instance, KeyPair
 
 from .context import settings
 

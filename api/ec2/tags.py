@@ -4,7 +4,7 @@ changes to ``computed:`` and ``aws:`` keys."""
 
 from __future__ import annotations
 
-from computed.instances import InstanceFilter
+from computed.compute.instances import InstanceFilter
 
 from . import render
 from .context import action, caller, service

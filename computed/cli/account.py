@@ -9,10 +9,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from computed.accounts import KEY_FILE, Accounts
-from computed.db import Database
+from computed.accounts.registry import KEY_FILE, Accounts
+from computed.store.engine import Database
 from computed.errors import ComputedError
-from computed.secret_box import SecretBox
+from computed.accounts.secret_box import SecretBox
 from computed.settings import Settings
 
 

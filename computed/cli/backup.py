@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from computed.accounts import KEY_FILE
-from computed.backup import BackupError
-from computed.backup import backup as backup_store
+from computed.accounts.registry import KEY_FILE
+from computed.store.backup import BackupError
+from computed.store.backup import backup as backup_store
 from computed.settings import Settings
 
 

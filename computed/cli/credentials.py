@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from computed.accounts import ADMIN_CREDENTIALS_FILE
+from computed.accounts.registry import ADMIN_CREDENTIALS_FILE
 from computed.settings import Settings
 
 ACCESS_KEY_ENV = "COMPUTED_ACCESS_KEY_ID"

@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from computed.hosts import IMAGE_MODES
+from computed.hosts.registry import IMAGE_MODES
 
 from .client import ApiClient, part, with_client
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from computed.errors import InvalidParameterValue
-from computed.ports import PortSpec
+from computed.compute.ports import PortSpec
 
 from .client import ApiClient, part, with_client
 

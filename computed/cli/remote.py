@@ -11,7 +11,7 @@ import threading
 import click
 import paramiko
 
-from computed import ssh as computed_ssh
+from computed.virt import ssh as computed_ssh
 
 from .client import ApiClient, part, with_client
 

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from computed.accounts import ADMIN_CREDENTIALS_FILE
+from computed.accounts.registry import ADMIN_CREDENTIALS_FILE
 from computed.settings import Settings
 
 

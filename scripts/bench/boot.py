@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from computed import cloudinit, ssh
+from computed.virt import cloudinit, ssh
 from computed.settings import Settings
 from images import recipe as recipes
 from images.builder import Builder

@@ -17,7 +17,7 @@ import paramiko
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from computed import cloudinit, ssh  # noqa: E402
+from computed.virt import cloudinit, ssh  # noqa: E402
 from computed.settings import Settings  # noqa: E402
 from images import recipe as recipes  # noqa: E402
 from images.builder import Builder  # noqa: E402

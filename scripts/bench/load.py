@@ -254,7 +254,7 @@ def limits(most: int) -> dict:
     import libvirt
 
     from computed.settings import Settings
-    from computed.sizes import DEFAULT_SIZES
+    from computed.compute.sizes import DEFAULT_SIZES
 
     size = next(s for s in DEFAULT_SIZES if s.name == SIZE)
     conn = libvirt.open("test:///default")
@@ -340,7 +340,7 @@ def main() -> int:
     import logging
 
     from api.app import create_app
-    from computed.accounts import Caller
+    from computed.accounts.registry import Caller
     from computed.settings import Settings
     from images.store import ImageStore
     from tests.fakes import publish_with_disk

@@ -28,13 +28,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from computed import metering  # noqa: E402
-from computed.accounts import Caller  # noqa: E402
-from computed.billing import Billing  # noqa: E402
+from computed.billing import metering  # noqa: E402
+from computed.accounts.registry import Caller  # noqa: E402
+from computed.billing.reports import Billing  # noqa: E402
 from computed.clock import FakeClock  # noqa: E402
-from computed.db import Database  # noqa: E402
+from computed.store.engine import Database  # noqa: E402
 from computed.settings import Settings  # noqa: E402
-from computed.sizes import DEFAULT_SIZES  # noqa: E402
+from computed.compute.sizes import DEFAULT_SIZES  # noqa: E402
 
 PERIOD_START = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
 PERIOD = dt.timedelta(days=30)

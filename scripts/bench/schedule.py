@@ -100,7 +100,7 @@ def host_address(index: int) -> str:
 
 
 def size_spec():
-    from computed.sizes import DEFAULT_SIZES
+    from computed.compute.sizes import DEFAULT_SIZES
 
     return next(s for s in DEFAULT_SIZES if s.name == SIZE)
 
@@ -114,7 +114,7 @@ def host_room(cpus: int) -> int:
 def make_hosts(db, settings, nodes: Path, count: int) -> int:
     """COUNT hosts in the store, each a node file of its own; their room in all."""
     from computed.clock import Clock
-    from computed.hosts import Hosts
+    from computed.hosts.registry import Hosts
 
     hosts = Hosts(settings, db, Clock())
     size = size_spec()
@@ -137,9 +137,9 @@ def run(name: str, args, database_url: str | None, processes: int, ports: tuple[
     placements, then the audit."""
     import requests
 
-    from computed.accounts import KEY_FILE, Accounts
-    from computed.db import Database
-    from computed.secret_box import SecretBox
+    from computed.accounts.registry import KEY_FILE, Accounts
+    from computed.store.engine import Database
+    from computed.accounts.secret_box import SecretBox
     from computed.settings import Settings
     from images.store import ImageStore
     from tests.fakes import publish_with_disk
@@ -171,7 +171,7 @@ def run(name: str, args, database_url: str | None, processes: int, ports: tuple[
                 with db.reading() as s:
                     from sqlalchemy import func, select
 
-                    from computed.models import Instance
+                    from computed.store.models import Instance
                     result.running_at_end = s.scalar(select(func.count()).select_from(Instance)
                                                      .where(Instance.state == "running"))
             finally:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from api.app import create_app
-from computed.accounts import Credentials
+from computed.accounts.registry import Credentials
 from computed.settings import Settings
 from images.store import ImageStore
 from tests.cleanup import terminate_all

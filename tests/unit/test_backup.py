@@ -16,12 +16,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from computed.accounts import KEY_FILE, Accounts
-from computed.backup import BackupError, NotSQLite, backup, sqlite_path
+from computed.accounts.registry import KEY_FILE, Accounts
+from computed.store.backup import BackupError, NotSQLite, backup, sqlite_path
 from computed.cli import cli
-from computed.db import Database
-from computed.models import Instance, UsageEvent
-from computed.secret_box import SecretBox
+from computed.store.engine import Database
+from computed.store.models import Instance, UsageEvent
+from computed.accounts.secret_box import SecretBox
 
 #: the writer's transactions: one instance and EVENTS usage events each
 EVENTS = 5
@@ -190,7 +190,7 @@ def test_the_backup_command_and_a_restore(tmp_path, env):
     assert "4 instances, 20 usage events, 2 accounts" in forced.output
     db.dispose()
 
-    # restore, as the README says: the copy as computed.db (no stale -wal/-shm), and the key file
+    # restore, as the README says: the copy as computed.store.engine (no stale -wal/-shm), and the key file
     restored = tmp_path / "restored"
     (restored / KEY_FILE).parent.mkdir(parents=True)
     shutil.copy2(dest, restored / "computed.db")

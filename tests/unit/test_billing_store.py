@@ -1,4 +1,4 @@
-"""The store's side of billing (``computed.billing``): the running stretches that SQL finds
+"""The store's side of billing (``computed.billing.reports``): the running stretches that SQL finds
 in the usage events are the ones ``metering.runs`` finds in the same events, so a report
 from the store equals a report from the events, for random EC2-style histories and both
 policies, on SQLite and on PostgreSQL (the ``pg`` variants); a report reads without holding
@@ -18,14 +18,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import delete
 
-from computed import metering
-from computed.accounts import Caller
-from computed.billing import Billing
+from computed.billing import metering
+from computed.accounts.registry import Caller
+from computed.billing.reports import Billing
 from computed.errors import InvalidParameterValue
 from computed.clock import FakeClock
-from computed.db import Database
-from computed.gc_pause import paused_gc
-from computed.models import UsageEvent
+from computed.store.engine import Database
+from computed.billing.gc_pause import paused_gc
+from computed.store.models import UsageEvent
 from tests.postgres import BACKENDS
 from tests.unit.test_metering import BASE, FEW, POLICIES, PROPERTY, WHOLE, at, histories, history, periods
 

@@ -24,10 +24,10 @@ from click.testing import CliRunner
 
 import images.store
 from api.app import create_app
-from computed.accounts import ADMIN_CREDENTIALS_FILE, KEY_FILE, Accounts, Caller
+from computed.accounts.registry import ADMIN_CREDENTIALS_FILE, KEY_FILE, Accounts, Caller
 from computed.cli import cli, credentials
-from computed.db import Database
-from computed.secret_box import SecretBox
+from computed.store.engine import Database
+from computed.accounts.secret_box import SecretBox
 from computed.settings import Settings
 from images.store import ImageStore
 from tests.unit.api.conftest import find_free_ports

@@ -28,7 +28,7 @@ from click.testing import CliRunner
 from sqlalchemy import select as sql_select
 
 from api.app import create_app
-from computed import ssh as computed_ssh
+from computed.virt import ssh as computed_ssh
 from computed.cli import cli
 from computed.settings import Settings
 from images.store import ImageStore
@@ -266,7 +266,7 @@ def test_launch_waits_and_times_out(run, api):
 def test_launch_waits_for_ssh_and_reports_failures(run, server):
     """What the test driver cannot do, done to the store: one instance answers SSH, the
     other ends terminated while the CLI waits."""
-    from computed.models import Instance, Tag
+    from computed.store.models import Instance, Tag
 
     _, service = server
     finished = threading.Event()

@@ -5,7 +5,7 @@ import pycdlib
 import pytest
 import yaml
 
-from computed.cloudinit import meta_data, write_seed
+from computed.virt.cloudinit import meta_data, write_seed
 
 USER_DATA = "#cloud-config\nwrite_files:\n  - path: /etc/motd\n    content: \"grüße, 世界\"\n"
 NETWORK = "version: 2\nethernets:\n  eth0:\n    dhcp4: true\n"

@@ -24,13 +24,13 @@ import libvirt
 import pytest
 from sqlalchemy import select
 
-from computed import cloudinit
-from computed.copy_storage import CopyStorage, image_volume_name, pool_names
-from computed.db import Database
-from computed.hosts import HostFacts
-from computed.libvirt_driver import LibvirtHost
-from computed.models import Host, HostImage
-from computed.storage import LaunchError, Seed, for_host
+from computed.virt import cloudinit
+from computed.virt.libvirt.copy_storage import CopyStorage, image_volume_name, pool_names
+from computed.store.engine import Database
+from computed.hosts.registry import HostFacts
+from computed.virt.libvirt.connection import LibvirtHost
+from computed.store.models import Host, HostImage
+from computed.virt.storage import LaunchError, Seed, for_host
 from images.store import ImageStore
 from tests import libvirtd_lock
 from tests.fakes import publish_with_disk

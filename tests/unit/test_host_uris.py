@@ -9,12 +9,12 @@ import threading
 
 import pytest
 
-from computed import libvirt_driver
+from computed.virt.libvirt import connection as libvirt_driver
 from computed.clock import FakeClock
-from computed.db import Database
+from computed.store.engine import Database
 from computed.errors import InvalidParameterValue, ServiceUnavailable
-from computed.hosts import Hosts, check_uri, uri_hostname
-from computed.models import Host
+from computed.hosts.registry import Hosts, check_uri, uri_hostname
+from computed.store.models import Host
 from computed.settings import Settings
 
 

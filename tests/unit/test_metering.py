@@ -1,4 +1,4 @@
-"""Billing arithmetic (``computed.metering``): properties over random EC2-style event
+"""Billing arithmetic (``computed.billing.metering``): properties over random EC2-style event
 histories for both policies, checked against a small reference model written here from
 the module's docstring, plus hand-computed examples.
 
@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from computed import metering
-from computed.metering import Event
+from computed.billing import metering
+from computed.billing.metering import Event
 
 BASE = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)  # histories span a few days around this
 HOUR_S = 3600

@@ -23,8 +23,8 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from computed.copy_storage import pool_names, pool_xml
-from computed.hosts import check_uri
+from computed.virt.libvirt.copy_storage import pool_names, pool_xml
+from computed.hosts.registry import check_uri
 from tests.vm.sshd import Sshd, SshdUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,13 +20,13 @@ import pytest
 from sqlalchemy import func, select
 
 from computed.clock import FakeClock
-from computed.db import Database
+from computed.store.engine import Database
 from computed.errors import InsufficientInstanceCapacity
-from computed.hosts import Hosts, allocations
-from computed.models import Host, HostImage, Instance
-from computed.scheduler import MAX_REASONS, Scheduler
+from computed.hosts.registry import Hosts, allocations
+from computed.store.models import Host, HostImage, Instance
+from computed.compute.scheduler import MAX_REASONS, Scheduler
 from computed.settings import Settings
-from computed.sizes import Size, SizeCatalog
+from computed.compute.sizes import Size, SizeCatalog
 from images.store import ImageStore, StoredImage
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -6,7 +6,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from computed.ssh import fingerprint, generate_keypair
+from computed.virt.ssh import fingerprint, generate_keypair
 
 # An ed25519 key made from the private bytes 00 01 .. 1f; fingerprint as `ssh-keygen -l` prints it.
 KNOWN_PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAOhB7/zzhC+HXDdGOdLwJln5NYwm6UNXx3chmQSVTG4 known@test"

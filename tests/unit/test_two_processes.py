@@ -258,7 +258,7 @@ class Hammer:
             return set()
         from sqlalchemy import select
 
-        from computed.models import Instance
+        from computed.store.models import Instance
 
         with self.db.reading() as s:
             return set(s.scalars(select(Instance.id).where(Instance.id.in_(ids), Instance.state.in_(TRANSITIONAL))))
@@ -277,7 +277,7 @@ class Hammer:
         """The hosts' allocations, as the store has them, checked against their room all along."""
         from sqlalchemy import func, select
 
-        from computed.models import Host, Instance
+        from computed.store.models import Host, Instance
 
         while not self.stop.is_set():
             with self.db.reading() as s:
@@ -591,7 +591,7 @@ def wait_idle(db, after: float) -> tuple[int, list[str]]:
     which must change nothing. (the last usage event id, problems)."""
     from sqlalchemy import func, select
 
-    from computed.models import Instance, UsageEvent
+    from computed.store.models import Instance, UsageEvent
 
     def state():
         with db.reading() as s:
@@ -613,17 +613,17 @@ def wait_idle(db, after: float) -> tuple[int, list[str]]:
 
 @pytest.mark.timeout(600)
 def test_two_processes_on_one_postgresql_store_hammered_at_once(new_postgres_database, tmp_path, libvirtd_up):
-    from computed import reconcile
+    from computed.compute import reconcile
 
     libvirt_or_skip()
     if hasattr(reconcile, "GRACE"):  # the veterans are aged to pass it
         assert reconcile.GRACE == dt.timedelta(seconds=GRACE), "computed/reconcile.py's GRACE changed: update it here"
-    from computed.accounts import KEY_FILE, Accounts
+    from computed.accounts.registry import KEY_FILE, Accounts
     from computed.clock import Clock
-    from computed.db import Database
-    from computed.hosts import Hosts
-    from computed.provisioner import store_id
-    from computed.secret_box import SecretBox
+    from computed.store.engine import Database
+    from computed.hosts.registry import Hosts
+    from computed.virt.provisioner import store_id
+    from computed.accounts.secret_box import SecretBox
     from computed.settings import Settings
     from images.store import ImageStore
     from tests.fakes import publish_with_disk

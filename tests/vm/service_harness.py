@@ -12,8 +12,8 @@ import requests
 from sqlalchemy import select
 
 from api.app import create_app
-from computed.libvirt_driver import DOMAIN_PREFIX
-from computed.models import Instance
+from computed.virt.libvirt.connection import DOMAIN_PREFIX
+from computed.store.models import Instance
 from computed.settings import Settings
 from tests.http_server import ThreadedServer
 

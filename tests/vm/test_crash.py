@@ -22,8 +22,8 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from computed.faults import POINTS
-from computed.provisioner import port_is_free, store_id
+from computed.compute.faults import POINTS
+from computed.virt.provisioner import port_is_free, store_id
 
 from tests.store_domains import remove_store_domains, store_domains
 

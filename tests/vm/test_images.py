@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import paramiko
 import pytest
 
-from computed import cloudinit, ssh
+from computed.virt import cloudinit, ssh
 from images.qemu import QemuGuest
 from images.store import StoredImage
 

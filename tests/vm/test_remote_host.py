@@ -18,10 +18,10 @@ import paramiko
 import pytest
 from sqlalchemy import select
 
-from computed import ssh
-from computed.copy_storage import CopyStorage, image_volume_name, pool_names
-from computed.models import HostImage, Instance
-from computed.provisioner import port_is_free
+from computed.virt import ssh
+from computed.virt.libvirt.copy_storage import CopyStorage, image_volume_name, pool_names
+from computed.store.models import HostImage, Instance
+from computed.virt.provisioner import port_is_free
 from images.manifest import sha256_file
 
 from .service_harness import RunningService, domain_names

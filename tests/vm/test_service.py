@@ -17,10 +17,10 @@ import paramiko
 import pytest
 import requests
 
-import computed.ports
+import computed.compute.ports
 
-from computed import ssh
-from computed.provisioner import port_is_free
+from computed.virt import ssh
+from computed.virt.provisioner import port_is_free
 from images.store import ImageStore
 
 from .service_harness import RunningService, domain_names
@@ -112,7 +112,7 @@ def check_forwarded_ports(svc, inst: dict, client: paramiko.SSHClient, monkeypat
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        monkeypatch.setattr(computed.ports, "port_is_free", lambda host, port: True)
+        monkeypatch.setattr(computed.compute.ports, "port_is_free", lambda host, port: True)
         error = svc.call("POST", f"/v1/instances/{inst['id']}/ports", expect=409,
                          json={"guest_port": 7070, "host_port": taken})["error"]
         monkeypatch.undo()

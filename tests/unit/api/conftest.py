@@ -21,8 +21,8 @@ from flask.testing import FlaskClient
 
 import images.store
 from api.app import create_app
-from computed.accounts import Credentials
-from computed.provisioner import port_is_free
+from computed.accounts.registry import Credentials
+from computed.virt.provisioner import port_is_free
 from computed.settings import Settings
 from images.manifest import describe_artifact
 from images.store import ImageStore

@@ -1,4 +1,4 @@
-"""Monthly budgets (``/v1/budget``, ``computed.budgets``) on an injected clock: events at
+"""Monthly budgets (``/v1/budget``, ``computed.billing.budgets``) on an injected clock: events at
 80% and 100% once a month each, the stop action, launches and starts refused while over a
 stop budget, two checkers on one store, bad input, and who may see whose budget.
 
@@ -21,12 +21,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import false as sa_false
 from sqlalchemy.exc import IntegrityError
 
-import computed.budgets
-from computed.billing import Billing
-from computed.budgets import Budgets
+import computed.billing.budgets
+from computed.billing.reports import Billing
+from computed.billing.budgets import Budgets
 from computed.clock import FakeClock
-from computed.db import Database
-from computed.models import BudgetEvent
+from computed.store.engine import Database
+from computed.store.models import BudgetEvent
 from computed.service import Service
 
 T0 = dt.datetime(2026, 3, 10, 0, 0, tzinfo=dt.UTC)
@@ -381,17 +381,17 @@ def test_an_event_another_process_recorded_first_is_no_error(env, app, monkeypat
     e = env()
     e.put("1.00", "stop")
     with e.svc.db.reading() as s:
-        budget = s.get(computed.budgets.Budget, app.config["TEST_CALLER"].account_id)
+        budget = s.get(computed.billing.budgets.Budget, app.config["TEST_CALLER"].account_id)
     first = e.svc.budgets._record(budget, "2026-03", 100, Decimal("1.00"), T0, ["i-00000000000000001"])
     assert first is not None
-    real_select, looks = computed.budgets.select, []
+    real_select, looks = computed.billing.budgets.select, []
 
     def select_missing_once(*args):
         looks.append(args)
         query = real_select(*args)
         return query.where(sa_false()) if len(looks) == 1 else query
 
-    monkeypatch.setattr(computed.budgets, "select", select_missing_once)
+    monkeypatch.setattr(computed.billing.budgets, "select", select_missing_once)
     assert e.svc.budgets._record(budget, "2026-03", 100, Decimal("1.50"), T0, ["i-00000000000000002"]) is None
     [event] = e.events()
     assert (event["spend"], event["instances_stopped"]) == ("1.00", ["i-00000000000000001", "i-00000000000000002"])

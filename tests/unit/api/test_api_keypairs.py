@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from sqlalchemy import select, text
 
-from computed import ssh
-from computed.models import Base, KeyPair
+from computed.virt import ssh
+from computed.store.models import Base, KeyPair
 
 PUBLIC_FIELDS = {"name", "key_type", "fingerprint", "public_key", "created_at"}
 

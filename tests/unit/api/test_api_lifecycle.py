@@ -10,7 +10,7 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
-from computed.models import Tag
+from computed.store.models import Tag
 
 USER_SHUTDOWN = "Client.UserInitiatedShutdown"
 
@@ -93,7 +93,7 @@ def test_stop_then_start(client, running, wait, our_domains):
 
 
 def test_stop_pulls_the_plug_when_the_guest_ignores_acpi(make_app, wait, our_domains, monkeypatch):
-    from computed.libvirt_driver import LibvirtHost
+    from computed.virt.libvirt.connection import LibvirtHost
     app = make_app(stop_timeout=1)
     client, svc = app.test_client(), app.extensions["computed"]
     instance_id = client.post("/v1/instances", json={"size": "t3.micro"}).get_json()["instances"][0]["id"]
@@ -129,7 +129,7 @@ def test_reboot_running(client, running, wait, our_domains):
 
 
 def test_reboot_answer_shows_readiness_reset(client, running, wait, service):
-    from computed.models import Instance
+    from computed.store.models import Instance
     instance_id = running()
     with service.db.session() as s:  # as if the readiness checks had passed
         inst = s.get(Instance, instance_id)
@@ -212,7 +212,7 @@ def test_terminate(client, running, wait, our_domains, settings, expect_error, b
 def test_a_failed_termination_can_be_retried(client, running, wait, our_domains, monkeypatch):
     import libvirt
 
-    from computed.libvirt_driver import LibvirtHost
+    from computed.virt.libvirt.connection import LibvirtHost
     instance_id = running()
     destroy, failures = LibvirtHost.destroy, []
 

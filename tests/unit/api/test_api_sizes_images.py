@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from api.app import create_app
-from computed.sizes import DEFAULT_SIZES, SizeCatalogError
+from computed.compute.sizes import DEFAULT_SIZES, SizeCatalogError
 
 IMAGE = "debian-12-podman"  # the image conftest publishes
 

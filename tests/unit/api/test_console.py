@@ -30,7 +30,7 @@ from sqlalchemy import delete, select
 from api import console, console_session
 from api.auth import FAILED
 from computed.clock import FakeClock
-from computed.models import AccessKey, ConsoleSession
+from computed.store.models import AccessKey, ConsoleSession
 
 HEADER = {console_session.HEADER: "1"}
 COOKIE = console_session.COOKIE

@@ -13,8 +13,8 @@ from alembic.config import Config
 from sqlalchemy import exc, inspect, select, text
 from sqlalchemy.orm import Session
 
-from computed.db import MIGRATIONS, Database, make_engine
-from computed.models import Instance, KeyPair, Tag, UtcDateTime
+from computed.store.engine import MIGRATIONS, Database, make_engine
+from computed.store.models import Instance, KeyPair, Tag, UtcDateTime
 
 EXPECTED_TABLES = {"accounts", "access_keys", "alembic_version", "budgets", "budget_events", "console_sessions", "hosts", "host_images", "service_processes", "instances", "key_pairs", "port_forwards", "tags", "usage_events"}
 

@@ -9,8 +9,8 @@ import xml.etree.ElementTree as ET
 import libvirt
 import pytest
 
-from computed import domain_xml
-from computed.domain_xml import METADATA_NS, QEMU_NS, DomainSpec
+from computed.virt import domain_xml
+from computed.virt.domain_xml import METADATA_NS, QEMU_NS, DomainSpec
 
 libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
@@ -207,7 +207,7 @@ def test_with_forwards_replaces_only_the_forwards():
 def test_forwards_survive_libvirtd(tmp_path, libvirtd_up):
     """qemu:///system keeps the forwards in a domain's persistent definition, and a rewrite of
     them (define only: nothing boots)."""
-    from computed.libvirt_driver import LibvirtHost
+    from computed.virt.libvirt.connection import LibvirtHost
     host = LibvirtHost("qemu:///system")
     name = f"computed-test-forwards-{tmp_path.name[-8:]}"
     xml = domain_xml.build(spec(name=name, domain_type="qemu", forwards=(("127.0.0.1", 8080, 80),)))

@@ -21,9 +21,9 @@ import pytest
 from sqlalchemy import func, select
 
 from api.app import MAX_BODY
-from computed.domain_xml import METADATA_NS
-from computed.instances import MAX_USER_DATA
-from computed.models import UsageEvent
+from computed.virt.domain_xml import METADATA_NS
+from computed.compute.instances import MAX_USER_DATA
+from computed.store.models import UsageEvent
 from computed.settings import Settings, SettingsError
 
 VERSION = "2016-11-15"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import libvirt
 import pytest
 
-from computed import cloudinit
-from computed.libvirt_driver import LibvirtHost
+from computed.virt import cloudinit
+from computed.virt.libvirt.connection import LibvirtHost
 
 
 def launch_and_wait(client, wait, **body) -> dict:
@@ -27,7 +27,7 @@ def assert_rolled_back(got: dict, service, settings, our_domains) -> None:
     assert got["ssh"]["port"] is None
     assert not (settings.instances_dir / got["id"]).exists()
     assert f"computed-{got['id']}" not in our_domains()
-    from computed.models import Instance
+    from computed.store.models import Instance
     with service.db.session() as s:
         assert s.get(Instance, got["id"]).ssh_port is None  # back in the pool
 

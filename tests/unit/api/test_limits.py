@@ -13,8 +13,8 @@ import requests
 from sqlalchemy import select
 
 from computed.errors import IdempotentParameterMismatch
-from computed.instances import Instances, LaunchRequest
-from computed.models import Instance, UsageEvent
+from computed.compute.instances import Instances, LaunchRequest
+from computed.store.models import Instance, UsageEvent
 from computed.service import Service
 from computed.settings import Settings, SettingsError
 

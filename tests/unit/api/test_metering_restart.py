@@ -11,9 +11,9 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from computed import metering
+from computed.billing import metering
 from computed.clock import FakeClock
-from computed.models import UsageEvent
+from computed.store.models import UsageEvent
 
 T0 = dt.datetime(2026, 3, 1, 10, 15, 0, 250_000, tzinfo=dt.UTC)
 PRICE = Decimal("0.0104")  # t3.micro

@@ -20,9 +20,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from computed.clock import FakeClock
-from computed.metering import per_second_rate
+from computed.billing.metering import per_second_rate
 from computed.settings import Settings, SettingsError
-from computed.storage import LaunchError
+from computed.virt.storage import LaunchError
 
 T0 = dt.datetime(2026, 3, 1, 10, 30, tzinfo=dt.UTC)
 STATES = {"pending", "running", "stopping", "stopped", "shutting-down", "terminated"}

@@ -11,8 +11,8 @@ import socket
 import pytest
 from sqlalchemy import func, select
 
-from computed.models import Instance, PortForward
-from computed.ports import MAX_PORTS
+from computed.store.models import Instance, PortForward
+from computed.compute.ports import MAX_PORTS
 
 
 @pytest.fixture
@@ -252,7 +252,7 @@ def test_the_same_client_token_with_other_ports_is_another_request(client, launc
 
 
 def test_a_failed_launch_releases_its_ports(client, launch, service, free_port, monkeypatch):
-    from computed.storage import LaunchError
+    from computed.virt.storage import LaunchError
 
     def fail(inst, undo):
         raise LaunchError("the disk could not be made", "Server.InternalError")

@@ -14,8 +14,8 @@ import subprocess
 from sqlalchemy import select, update
 
 from computed.clock import FakeClock
-from computed.models import ServiceProcess
-from computed.processes import STALE
+from computed.store.models import ServiceProcess
+from computed.store.processes import STALE
 
 from test_reconcile import T0, domain_state, launch, ready, row, set_row
 

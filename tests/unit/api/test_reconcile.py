@@ -27,14 +27,15 @@ from sqlalchemy import delete, select
 
 import computed
 from api.app import create_app
-from computed import domain_xml, libvirt_driver
+from computed.virt import domain_xml
+from computed.virt.libvirt import connection as libvirt_driver
 from computed.clock import FakeClock
 from computed.errors import ServiceUnavailable
-from computed.faults import POINTS, Faults
-from computed.lifecycle import CRASHED, SELF_SHUTDOWN, USER_STOP, USER_TERMINATE
-from computed.models import Host, Instance, UsageEvent
-from computed.provisioner import Undo
-from computed.reconcile import GRACE, VANISHED, Findings
+from computed.compute.faults import POINTS, Faults
+from computed.compute.lifecycle import CRASHED, SELF_SHUTDOWN, USER_STOP, USER_TERMINATE
+from computed.store.models import Host, Instance, UsageEvent
+from computed.virt.provisioner import Undo
+from computed.compute.reconcile import GRACE, VANISHED, Findings
 from computed.service import DESTROYED_OUTSIDE
 
 TEST_URI = "test:///default"  # the shared test driver (conftest)

@@ -27,11 +27,11 @@ import requests
 from flask import Flask
 from sqlalchemy import select
 
-import computed.hosts
-from computed import domain_xml
+import computed.hosts.registry
+from computed.virt import domain_xml
 from computed.clock import FakeClock
-from computed.models import Host, Instance, UsageEvent
-from computed.reconcile import Findings
+from computed.store.models import Host, Instance, UsageEvent
+from computed.compute.reconcile import Findings
 from computed.service import Service
 from tests.at_once import at_once as released_together
 from tests.http_server import ThreadedServer
@@ -310,7 +310,7 @@ def take_down(c: Cluster, name: str) -> None:
 def always_ask(monkeypatch):
     """Every launch asks each host it may use (not only once a second): whether a host that
     died a moment ago was asked would otherwise depend on how fast the test runs."""
-    monkeypatch.setattr(computed.hosts, "FRESH", 0.0)
+    monkeypatch.setattr(computed.hosts.registry, "FRESH", 0.0)
 
 
 def test_an_unreachable_host_takes_nothing_new_and_its_instances_keep_their_state(cluster, expect_error,

@@ -8,7 +8,7 @@ import datetime as dt
 from sqlalchemy import select
 
 from computed.clock import FakeClock
-from computed.models import Instance, UsageEvent
+from computed.store.models import Instance, UsageEvent
 
 T0 = dt.datetime(2026, 3, 1, 10, 0, tzinfo=dt.UTC)
 
@@ -61,7 +61,7 @@ def test_the_event_and_the_state_change_commit_together(app, wait):
 
     try:
         with svc.db.session() as s:
-            from computed.lifecycle import set_state
+            from computed.compute.lifecycle import set_state
             set_state(s.get(Instance, iid), "stopping", None, svc.clock.now())
             raise Boom
     except Boom:

@@ -29,10 +29,10 @@ from werkzeug.serving import make_server
 import api.ec2
 from api import errors as rest_errors
 from api.app import MAX_BODY
-from computed.accounts import Caller
+from computed.accounts.registry import Caller
 from computed.errors import AuthFailure, InvalidParameterValue
 from computed.service import Service
-from computed.sizes import SizeCatalog
+from computed.compute.sizes import SizeCatalog
 from images.store import ImageStore
 
 # the service's fixtures (settings, image, make_app, ...), shared with the REST API's tests

@@ -11,7 +11,7 @@ import re
 import pytest
 from sqlalchemy import update
 
-from computed.models import Instance
+from computed.store.models import Instance
 
 from .conftest import find_free_ports
 from .helpers import expect, ids, instances, raw_error, tags

@@ -16,7 +16,7 @@ import pytest
 import api.ec2
 from api.ec2 import context
 from api.ec2.render import ami_id
-from computed.sizes import Size, SizeCatalog
+from computed.compute.sizes import Size, SizeCatalog
 
 NS = "{http://ec2.amazonaws.com/doc/2016-11-15/}"
 V = "2016-11-15"

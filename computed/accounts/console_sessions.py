@@ -1,0 +1,55 @@
+"""The web console's logins, kept in the store (``console_sessions``) so that logging out
+ends a session everywhere: the cookie (signed by ``api.console_session``) names a row, and
+a request it carries counts only while that row is there and has not expired. Every
+service process on the store sees the same rows, so a logout in one is a logout in all.
+
+A login deletes the rows that have expired (of any account): the table holds the live
+sessions and the few that ended since the last login."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+
+from computed.clock import Clock
+from computed.store.engine import Database
+from computed.store.models import ConsoleSession
+
+
+@dataclass(frozen=True)
+class Login:
+    id: str
+    access_key_id: str
+    expires_at: dt.datetime
+
+
+class ConsoleSessions:
+    def __init__(self, db: Database, clock: Clock):
+        self.db = db
+        self.clock = clock
+
+    def open(self, access_key_id: str, lifetime: dt.timedelta) -> Login:
+        """A new session for ACCESS_KEY_ID (already checked), ending after LIFETIME."""
+        now = self.clock.now()
+        login = Login(secrets.token_hex(16), access_key_id, (now + lifetime).replace(microsecond=0))
+        with self.db.session() as s:
+            s.execute(delete(ConsoleSession).where(ConsoleSession.expires_at <= now))
+            s.add(ConsoleSession(id=login.id, access_key_id=access_key_id, created_at=now,
+                                 expires_at=login.expires_at))
+        return login
+
+    def is_open(self, session_id: str, access_key_id: str) -> bool:
+        """Whether SESSION_ID is a live session of ACCESS_KEY_ID: not ended (logged out,
+        expired, its key deleted) and ever made."""
+        with self.db.reading() as s:
+            expires_at = s.scalar(select(ConsoleSession.expires_at).where(
+                ConsoleSession.id == session_id, ConsoleSession.access_key_id == access_key_id))
+        return expires_at is not None and self.clock.now() < expires_at
+
+    def close(self, session_id: str) -> bool:
+        """End a session (a logout); whether it was still there."""
+        with self.db.session() as s:
+            return s.execute(delete(ConsoleSession).where(ConsoleSession.id == session_id)).rowcount > 0

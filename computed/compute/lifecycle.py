@@ -1,0 +1,252 @@
+"""An instance's life after the API answered: the background steps of launch, stop, start,
+reboot and terminate, and the readiness checks (SSH, then the container engine). Every
+state change is written in one transaction with the facts it depends on."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+
+import paramiko
+from sqlalchemy.orm import object_session
+
+from computed.store.engine import Database
+from computed.clock import Clock
+from computed.metrics.counters import Metrics
+from computed.store.models import Instance, UsageEvent
+from computed.store.processes import Processes
+from computed.virt.provisioner import Provisioner, Undo
+from computed.virt.storage import LaunchError
+from computed.settings import Settings
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+USER_STOP = ("Client.UserInitiatedShutdown", "User initiated shutdown")
+USER_TERMINATE = ("Client.UserInitiatedShutdown", "User initiated shutdown")
+SELF_SHUTDOWN = ("Client.InstanceInitiatedShutdown", "Instance initiated shutdown")
+CRASHED = ("Server.InternalError", "the guest crashed")
+
+
+def set_state(inst: Instance, state: str, reason: tuple[str, str] | None, now: dt.datetime) -> None:
+    """The one place an instance's state changes; its usage event goes into the same
+    transaction (INST must belong to a session)."""
+    inst.state = state
+    inst.state_changed_at = now
+    inst.state_reason_code, inst.state_reason_message = reason or (None, None)
+    if state != "running":
+        inst.ready_ssh = inst.ready_engine = False
+    if state == "terminated":
+        inst.terminated_at = inst.state_changed_at
+        inst.ssh_port = None  # the port goes back to the pool
+        inst.ports.clear()  # and so do its forwarded ports
+    object_session(inst).add(UsageEvent.of(inst))
+
+
+class Lifecycle:
+    def __init__(self, settings: Settings, db: Database, provisioner: Provisioner, worker: Worker, clock: Clock,
+                 processes: Processes, metrics: Metrics | None = None):
+        self.processes = processes
+        self.metrics = metrics or Metrics()
+        self.faults = provisioner.faults
+        self.clock = clock
+        self.settings = settings
+        self.db = db
+        self.provisioner = provisioner
+        self.worker = worker
+
+    def _load(self, instance_id: str) -> Instance | None:
+        with self.db.session() as s:
+            return s.get(Instance, instance_id)
+
+    def _move(self, instance_id: str, expected: str, state: str, reason: tuple[str, str] | None = None) -> bool:
+        """EXPECTED -> STATE, unless the instance has moved on meanwhile (e.g. terminated)."""
+        with self.db.session() as s:
+            inst = s.get(Instance, instance_id)
+            if inst is None or inst.state != expected:
+                return False
+            set_state(inst, state, reason, self.clock.now())
+            return True
+
+    def _state(self, instance_id: str) -> str | None:
+        inst = self._load(instance_id)
+        return inst.state if inst else None
+
+    # -- what the API asks for -----------------------------------------------------------
+
+    def launch(self, instance_id: str) -> None:
+        self.worker.submit(instance_id, lambda: self._launch(instance_id), f"launch {instance_id}")
+
+    def stop(self, instance_id: str) -> None:
+        self.worker.submit(instance_id, lambda: self._stop(instance_id), f"stop {instance_id}")
+
+    def start(self, instance_id: str) -> None:
+        self.worker.submit(instance_id, lambda: self._start(instance_id), f"start {instance_id}")
+
+    def reboot(self, instance_id: str) -> None:
+        self.worker.submit(instance_id, lambda: self._reboot(instance_id), f"reboot {instance_id}")
+
+    def terminate(self, instance_id: str, reason: tuple[str, str] = USER_TERMINATE) -> None:
+        self.worker.submit(instance_id, lambda: self._terminate(instance_id, reason), f"terminate {instance_id}")
+
+    def readiness(self, instance_id: str) -> None:
+        self.worker.submit(instance_id, lambda: self._readiness(instance_id, first_boot=False),
+                           f"readiness of {instance_id}")
+
+    def mine(self, inst: Instance) -> bool:
+        """Whether this process handles INST: it made the last change, or whoever did is gone."""
+        owner = inst.handled_by
+        return owner is None or owner == self.processes.id or owner not in self.processes.alive()
+
+    def guest_stopped(self, instance_id: str, reason: tuple[str, str]) -> None:
+        """libvirt says the guest stopped by itself (powered off, crashed): a running
+        instance becomes stopped now, and its billing stops now. Work in flight owns its
+        instance (a first boot that powers off is a failed launch), so it is left alone;
+        so is another live process's instance (every process hears the host's events)."""
+        if self.worker.busy(instance_id):
+            return
+        try:
+            self.worker.submit(instance_id, lambda: self._guest_stopped(instance_id, reason),
+                               f"{instance_id} stopped by itself")
+        except RuntimeError:  # the service is shutting down; the next start reconciles it
+            pass
+
+    # -- the work ----------------------------------------------------------------------
+
+    def _launch(self, instance_id: str) -> None:
+        with self.worker.lock(instance_id):
+            inst = self._load(instance_id)
+            if inst is None or inst.state != "pending":
+                return
+            self.metrics.launch_started(inst.size, inst.image)
+            self.faults.point("launch.committed")
+            undo = Undo()
+            try:
+                self.provisioner.create(inst, undo)
+            except Exception as e:
+                undo.run()
+                code = e.code if isinstance(e, LaunchError) else "Server.InternalError"
+                log.warning("launch of %s failed: %s", instance_id, e)
+                self.metrics.launch_failed(code)
+                self._end(instance_id, (code, f"launch failed: {e}"))
+                return
+            if self._move(instance_id, "pending", "running"):
+                self.metrics.launch_running(self._since_launch(inst))
+        self._readiness(instance_id, first_boot=True)
+
+    def _start(self, instance_id: str) -> None:
+        with self.worker.lock(instance_id):
+            inst = self._load(instance_id)
+            if inst is None or inst.state != "pending":
+                return
+            self.faults.point("start.committed")
+            try:
+                self.provisioner.start(inst)
+                self.faults.point("start.started")
+            except Exception as e:
+                log.warning("start of %s failed: %s", instance_id, e)
+                self._move(instance_id, "pending", "stopped", ("Server.InternalError", f"start failed: {e}"))
+                return
+            self._move(instance_id, "pending", "running")
+        self._readiness(instance_id, first_boot=False)
+
+    def _stop(self, instance_id: str) -> None:
+        with self.worker.lock(instance_id):
+            inst = self._load(instance_id)
+            if inst is None or inst.state != "stopping":
+                return
+            self.faults.point("stop.committed")
+            self.provisioner.stop(inst)
+            self.faults.point("stop.off")
+            # the reason it was stopped for stays (the user's, or e.g. its budget's)
+            reason = (inst.state_reason_code, inst.state_reason_message) if inst.state_reason_code else USER_STOP
+            self._move(instance_id, "stopping", "stopped", reason)
+
+    def _reboot(self, instance_id: str) -> None:
+        with self.worker.lock(instance_id):
+            inst = self._load(instance_id)
+            if inst is None or inst.state != "running":
+                return
+            # ready again means logged in to the new boot: the old one's sshd answers until it goes down
+            old_boot = None if self.provisioner.is_test(inst) else self.provisioner.boot_id(inst)
+            self.provisioner.reboot(inst)
+            if old_boot is None and not self.provisioner.is_test(inst):
+                time.sleep(2)  # no boot id to tell the boots apart: give the old one a moment to go
+        self._readiness(instance_id, first_boot=False, not_boot=old_boot)
+
+    def _terminate(self, instance_id: str, reason: tuple[str, str]) -> None:
+        with self.worker.lock(instance_id):
+            inst = self._load(instance_id)
+            if inst is None or inst.state == "terminated":
+                return
+            self.faults.point("terminate.committed")
+            try:
+                self.provisioner.destroy(inst)
+            except Exception as e:
+                # stays shutting-down: terminating it again retries
+                log.warning("terminating %s failed, will retry when asked again: %s", instance_id, e)
+                with self.db.session() as s:
+                    inst = s.get(Instance, instance_id)
+                    inst.state_reason_code, inst.state_reason_message = ("Server.InternalError",
+                                                                         f"termination failed, retry it: {e}")
+                return
+            self._end(instance_id, reason)
+
+    def _guest_stopped(self, instance_id: str, reason: tuple[str, str]) -> None:
+        with self.worker.lock(instance_id):
+            inst = self._load(instance_id)
+            if inst is None or inst.state != "running" or not self.mine(inst) or not self.provisioner.is_off(inst):
+                return
+            log.info("%s stopped by itself: %s", instance_id, reason[1])
+            self._move(instance_id, "running", "stopped", reason)
+
+    def _end(self, instance_id: str, reason: tuple[str, str]) -> None:
+        with self.db.session() as s:
+            inst = s.get(Instance, instance_id)
+            if inst is not None and inst.state != "terminated":
+                set_state(inst, "terminated", reason, self.clock.now())
+
+    def _since_launch(self, inst: Instance) -> float:
+        return (self.clock.now() - inst.launch_time).total_seconds()
+
+    def _readiness(self, instance_id: str, first_boot: bool, not_boot: str | None = None) -> None:
+        """ready_ssh once the service logs in with its own key (to another boot than
+        NOT_BOOT, if given), ready_engine once the container engine ran the preloaded image.
+        A first boot that never answers SSH is a failed launch: the instance is terminated
+        with the reason."""
+        inst = self._load(instance_id)
+        if inst is None or self.provisioner.is_test(inst):
+            return  # libvirt's test driver runs no guest that could answer
+        deadline = time.monotonic() + self.settings.boot_timeout
+        client = self.provisioner.wait_for_ssh(inst, deadline, lambda: self._state(instance_id) == "running",
+                                               not_boot)
+        if client is None:
+            if first_boot and self._state(instance_id) == "running":
+                off = self.provisioner.is_off(inst)
+                why = ("the guest powered off during its first boot" if off
+                       else f"no SSH login within {self.settings.boot_timeout} s of the first boot")
+                self._move(instance_id, "running", "shutting-down", ("Server.BootFailure", why))
+                self.metrics.launch_failed("Server.BootFailure")
+                self._terminate(instance_id, ("Server.BootFailure", f"launch failed: {why}"))
+            return
+        try:
+            with self.db.session() as s:
+                inst = s.get(Instance, instance_id)
+                if inst.state != "running":
+                    return
+                inst.ready_ssh = True
+            if first_boot:
+                self.metrics.launch_ssh_ready(self._since_launch(inst))
+            try:
+                ok, detail = self.provisioner.check_engine(inst, client)
+            except (OSError, EOFError, paramiko.SSHException) as e:
+                ok, detail = False, f"the SSH session broke: {e!r}"
+            if not ok and self._state(instance_id) == "running":
+                log.warning("container engine check on %s failed: %s", instance_id, detail)
+            with self.db.session() as s:
+                inst = s.get(Instance, instance_id)
+                if inst.state == "running":
+                    inst.ready_engine = ok
+        finally:
+            client.close()

@@ -1,0 +1,240 @@
+"""Guest ports forwarded from the instance's host address, besides SSH: asked for at launch
+or later, listed, removed, released at terminate (the rows go with the instance's state,
+``lifecycle.set_state``).
+
+QEMU's user-mode network forwards them as it forwards SSH (``hostfwd``). A change is written
+to the domain's persistent definition, so the next start has it, and, while the guest
+runs, to its running QEMU (``hostfwd_add``/``hostfwd_remove`` on the monitor), so it works
+at once. A host port is one instance's at a time on its address (a unique constraint); the
+change is decided, applied and committed in one write transaction, so two requests (in one
+process or two) never interleave on one instance's definition, and a change QEMU refuses
+(the port is taken on the host by another program) is undone and leaves no row."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from computed.virt import domain_xml
+from computed.accounts.registry import Caller
+from computed.store.engine import Database
+from computed.errors import IncorrectInstanceState, InvalidParameterValue, PortInUse, PortNotFound
+from computed.hosts.registry import Hosts, is_local
+from computed.store.models import Instance, PortForward
+from computed.virt.provisioner import Provisioner, forwards, port_is_free
+from computed.settings import Settings
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+#: forwarded ports per instance, besides SSH
+MAX_PORTS = 20
+#: below this, a port needs privileges on the host: refused, as Multipass and Docker rootless do
+FIRST_UNPRIVILEGED = 1024
+#: states in which the forwarded ports may change (not while a lifecycle step is under way)
+CHANGEABLE = ("running", "stopped")
+SPEC = re.compile(r"(?:(?P<host>\d{1,5}):)?(?P<guest>\d{1,5})(?:/(?P<protocol>[a-z]+))?")
+#: how long a change waits for the instance's own work in this process (a reboot) to finish
+LOCK_WAIT = 10.0
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """A guest port to forward, from HOST_PORT or, if None, a free port of the forward range."""
+    guest_port: int
+    host_port: int | None = None
+    protocol: str = "tcp"
+
+    @classmethod
+    def parse(cls, text: str) -> PortSpec:
+        """``HOST:GUEST`` or ``GUEST`` (a host port chosen), optionally ``/tcp``."""
+        m = SPEC.fullmatch(text.strip())
+        if m is None:
+            raise InvalidParameterValue(f"{text!r} is not a port forward: HOST_PORT:GUEST_PORT or GUEST_PORT")
+        host = m["host"]
+        return cls(int(m["guest"]), int(host) if host is not None else None, m["protocol"] or "tcp")
+
+    def __str__(self) -> str:
+        return f"{'' if self.host_port is None else f'{self.host_port}:'}{self.guest_port}/{self.protocol}"
+
+
+def check(specs: Iterable[PortSpec], settings: Settings, count: int = 1, existing: Iterable[PortForward] = ()
+          ) -> tuple[PortSpec, ...]:
+    """SPECS as a request may ask them for COUNT instances (that already forward EXISTING);
+    InvalidParameterValue naming what is wrong otherwise."""
+    specs, existing = tuple(specs), list(existing)
+    if len(specs) + len(existing) > MAX_PORTS:
+        raise InvalidParameterValue(f"at most {MAX_PORTS} forwarded ports per instance "
+                                    f"({len(existing)} already, {len(specs)} more asked)")
+    low, high = settings.ssh_ports
+    for spec in specs:
+        if spec.protocol != "tcp":
+            raise InvalidParameterValue(f"{spec}: only tcp ports are forwarded")
+        if not 1 <= spec.guest_port <= 65535:
+            raise InvalidParameterValue(f"{spec}: the guest port must be 1 to 65535")
+        if spec.host_port is None:
+            continue
+        if count > 1:
+            raise InvalidParameterValue(f"{spec}: a host port can be named only when launching one instance "
+                                        "(leave it out: each instance then gets a free one)")
+        if spec.host_port > 65535:
+            raise InvalidParameterValue(f"{spec}: a host port is at most 65535")
+        if spec.host_port < FIRST_UNPRIVILEGED:
+            raise InvalidParameterValue(f"{spec}: host port {spec.host_port} is privileged (forward from a port of "
+                                        f"{FIRST_UNPRIVILEGED} to 65535)")
+        if low <= spec.host_port <= high:
+            raise InvalidParameterValue(f"{spec}: host ports {low}-{high} are kept for the instances' SSH")
+    for what, values in (("host port", [s.host_port for s in specs if s.host_port is not None]),
+                         ("guest port", [s.guest_port for s in specs])):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise InvalidParameterValue(f"{what} {twice[0]} is asked for twice")
+    return specs
+
+
+def allocate(s: Session, inst: Instance, specs: Iterable[PortSpec], settings: Settings) -> list[PortForward]:
+    """Host ports on INST's host address for SPECS (checked), added to INST in session S:
+    each named one if no instance forwards it and, on a host of this machine, nothing
+    listens on it; else a free one of the forward range (PortInUse if none is left)."""
+    address = inst.ssh_host
+    taken = set(s.scalars(select(PortForward.host_port).where(PortForward.host_address == address)))
+    local = is_local(inst.host_uri)
+    ssh_low, ssh_high = settings.ssh_ports
+    low, high = settings.forward_ports
+    added = []
+    for spec in specs:
+        if already := next((p for p in inst.ports if p.guest_port == spec.guest_port), None):
+            raise PortInUse(f"the instance's guest port {spec.guest_port} is already forwarded from "
+                            f"{already.host_address}:{already.host_port}")
+        port = spec.host_port
+        if port is not None:
+            if mine := next((p for p in inst.ports if p.host_port == port), None):
+                raise PortInUse(f"host port {port} on {address} already forwards to this instance's guest port "
+                                f"{mine.guest_port}")
+            if port in taken:
+                raise PortInUse(f"host port {port} on {address} is already forwarded to an instance")
+            if local and not port_is_free(address, port):
+                raise PortInUse(f"host port {port} on {address} is in use by another program on the host")
+        else:
+            port = next((p for p in range(low, high + 1) if p not in taken and not ssh_low <= p <= ssh_high
+                         and (not local or port_is_free(address, p))), None)
+            if port is None:
+                raise PortInUse(f"no free port left in {low}-{high} on {address} to forward guest port "
+                                f"{spec.guest_port} from")
+        taken.add(port)
+        forward = PortForward(host_address=address, host_port=port, guest_port=spec.guest_port,
+                              protocol=spec.protocol)
+        inst.ports.append(forward)
+        added.append(forward)
+    return added
+
+
+class Ports:
+    def __init__(self, settings: Settings, db: Database, hosts: Hosts, provisioner: Provisioner, worker: Worker,
+                 instances):
+        self.settings = settings
+        self.db = db
+        self.hosts = hosts
+        self.provisioner = provisioner
+        self.worker = worker
+        self.instances = instances
+
+    def list(self, caller: Caller, instance_id: str) -> tuple[Instance, list[PortForward]]:
+        inst = self.instances.get(caller, instance_id)
+        return inst, ([] if inst.state == "terminated" else list(inst.ports))
+
+    def add(self, caller: Caller, instance_id: str, specs: Iterable[PortSpec]) -> tuple[Instance, list[PortForward]]:
+        """Forward SPECS to a running or stopped instance of the caller's; the forwarded ports
+        added, working at once if it runs."""
+        specs = tuple(specs)
+        if not specs:
+            raise InvalidParameterValue("name at least one port to forward")
+        return self._change(caller, instance_id, lambda s, inst: self._add(s, inst, specs))
+
+    def remove(self, caller: Caller, instance_id: str, host_port: int) -> tuple[Instance, list[PortForward]]:
+        """Stop forwarding HOST_PORT to the instance; the forwarded port removed."""
+        def drop(s: Session, inst: Instance) -> list[PortForward]:
+            found = [p for p in inst.ports if p.host_port == host_port]
+            if not found:
+                raise PortNotFound(f"the instance {inst.id} forwards no host port {host_port}")
+            inst.ports.remove(found[0])
+            return found
+        return self._change(caller, instance_id, drop)
+
+    def _add(self, s: Session, inst: Instance, specs: tuple[PortSpec, ...]) -> list[PortForward]:
+        check(specs, self.settings, existing=inst.ports)
+        return allocate(s, inst, specs, self.settings)
+
+    def _change(self, caller: Caller, instance_id: str, change) -> tuple[Instance, list[PortForward]]:
+        inst = self.instances.get(caller, instance_id)  # 404 for one the caller does not see
+        _check_state(instance_id, inst)  # at once, not after waiting for its work to finish
+        self.hosts.ping({inst.host})  # ServiceUnavailable (503) while its host cannot be reached
+        lock = self.worker.lock(instance_id)
+        if not lock.acquire(timeout=LOCK_WAIT):
+            raise IncorrectInstanceState(f"the instance {instance_id} is busy, try again")
+        try:
+            try:
+                with self.db.session() as s:
+                    inst = s.get(Instance, instance_id)
+                    _check_state(instance_id, inst)
+                    before = forwards(inst)
+                    changed = change(s, inst)
+                    s.flush()  # a port another writer took meanwhile fails here, before libvirt is touched
+                    self._apply(inst, before)
+            except IntegrityError:
+                raise PortInUse("that host port was forwarded to an instance meanwhile, try again") from None
+        finally:
+            lock.release()
+        return inst, changed
+
+    def _apply(self, inst: Instance, before: tuple[tuple[str, int, int], ...]) -> None:
+        """INST's forwarded ports (changed from BEFORE) into its domain: the definition, and the
+        running QEMU if it runs. Undone on failure (PortInUse if QEMU refused a port)."""
+        if self.provisioner.is_test(inst):
+            return  # libvirt's test driver keeps no QEMU command line and runs no QEMU
+        host = self.provisioner.host_of(inst)
+        old = host.definition(inst.domain_name)
+        if old is None:
+            raise IncorrectInstanceState(f"the instance {inst.id} has no domain on its host")
+        after = forwards(inst)
+        host.define(domain_xml.with_forwards(old, inst.ssh_host, inst.ssh_port, after))
+        if inst.state != "running" or host.state(inst.domain_name) != "running":
+            return
+        done: list[str] = []
+        try:
+            for rule in (r for r in after if r not in before):
+                _monitor(host, inst.domain_name, f"hostfwd_add {domain_xml.NETDEV} {domain_xml.hostfwd(*rule)}")
+                done.append(f"hostfwd_remove {domain_xml.NETDEV} tcp:{rule[0]}:{rule[1]}")
+            for rule in (r for r in before if r not in after):
+                _monitor(host, inst.domain_name, f"hostfwd_remove {domain_xml.NETDEV} tcp:{rule[0]}:{rule[1]}")
+        except Exception:
+            for undo in reversed(done):
+                try:
+                    host.monitor(inst.domain_name, undo)
+                except Exception:
+                    log.exception("undoing a port forward of %s failed", inst.id)
+            host.define(old)
+            raise
+
+
+def _check_state(instance_id: str, inst: Instance | None) -> None:
+    if inst is None or inst.state not in CHANGEABLE:
+        raise IncorrectInstanceState(f"the instance {instance_id} is {inst.state if inst else 'gone'}: "
+                                     "its ports can change while it is running or stopped")
+
+
+#: what QEMU's monitor says when it did not do a hostfwd_add or hostfwd_remove (it has no status)
+REFUSALS = ("could not", "invalid", "error")
+
+
+def _monitor(host, name: str, command: str) -> None:
+    """COMMAND on the domain's monitor; PortInUse with QEMU's words if its output says it was refused."""
+    out = host.monitor(name, command).strip()
+    if any(word in out.lower() for word in REFUSALS):
+        raise PortInUse(f"QEMU refused {command.split()[0]} {command.split()[-1]}: {out}")
