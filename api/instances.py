@@ -10,7 +10,8 @@ from flask.views import MethodView
 from marshmallow import RAISE
 
 from computed.hosts.status import reachability
-from computed.compute.instances import STATE_CODES, InstanceFilter, LaunchRequest
+from computed.compute.instances import InstanceFilter, LaunchRequest
+from computed.compute.state import State
 from computed.store.models import Instance
 
 from .blueprint import Blueprint
@@ -30,14 +31,14 @@ def view(inst: Instance, cost: Decimal | None = None, host_reachable: bool | Non
     if host_reachable is None:
         host_reachable = reachability(svc.db, [inst.host]).get(inst.host, False)
     user = svc.provisioner.login_user(inst)
-    reachable = inst.ssh_port is not None and inst.state != "terminated"
+    reachable = inst.ssh_port is not None and inst.state != State.TERMINATED
     command = None
     if reachable and user:
         key = f"-i {shlex.quote(inst.key_name + '.pem')} " if inst.key_name else ""
         command = f"ssh {key}-p {inst.ssh_port} {user}@{inst.ssh_host}"
     return {
         "id": inst.id, "reservation_id": inst.reservation_id, "owner": inst.owner, "launch_index": inst.launch_index,
-        "state": {"name": inst.state, "code": STATE_CODES[inst.state]},
+        "state": {"name": inst.state, "code": State(inst.state).code},
         "state_reason": ({"code": inst.state_reason_code, "message": inst.state_reason_message}
                          if inst.state_reason_code else None),
         "size": inst.size, "vcpus": inst.vcpus, "memory_mib": inst.memory_mib, "disk_gib": inst.disk_gib,
@@ -49,7 +50,7 @@ def view(inst: Instance, cost: Decimal | None = None, host_reachable: bool | Non
                       "host_reachable": host_reachable},
         "ssh": {"host": inst.ssh_host if reachable else None, "port": inst.ssh_port if reachable else None,
                 "user": user, "command": command},
-        "ports": [port_view(p) for p in inst.ports] if inst.state != "terminated" else [],
+        "ports": [port_view(p) for p in inst.ports] if inst.state != State.TERMINATED else [],
         "ready": {"ssh": inst.ready_ssh, "container_engine": inst.ready_engine},
         "cost_so_far": str(svc.billing.cost_so_far(inst) if cost is None else cost),
     }

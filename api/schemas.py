@@ -10,7 +10,8 @@ from marshmallow import Schema, ValidationError, fields, post_load, pre_load, va
 from computed.billing.reports import GROUPS
 from computed.errors import InvalidParameterValue
 from computed.hosts.registry import HOST_NAME, IMAGE_MODES, LIBVIRT_URI, check_uri
-from computed.compute.instances import INSTANCE_ID, MAX_COUNT, MAX_TAGS, MAX_USER_DATA, STATE_CODES, TAG_KEY, TAG_VALUE
+from computed.compute.instances import INSTANCE_ID, MAX_COUNT, MAX_TAGS, MAX_USER_DATA, TAG_KEY, TAG_VALUE
+from computed.compute.state import NAMES
 from computed.compute.keypairs import NAME as KEY_NAME_RE
 
 from .port_schemas import PORTS_FIELD, PortSchema
@@ -161,7 +162,7 @@ class InstanceCreateSchema(Schema):
 
 
 class StateSchema(Schema):
-    name = fields.String(required=True, validate=validate.OneOf(list(STATE_CODES)))
+    name = fields.String(required=True, validate=validate.OneOf(list(NAMES)))
     code = fields.Integer(required=True)
 
 
@@ -246,7 +247,7 @@ class QuerySchema(Schema):
 
 
 class InstanceQuerySchema(QuerySchema):
-    state = fields.List(fields.String(validate=validate.OneOf(list(STATE_CODES))))
+    state = fields.List(fields.String(validate=validate.OneOf(list(NAMES))))
     size = fields.String(validate=NAME)
     image = fields.String(validate=NAME)
     key_name = fields.String(validate=KEY_NAME)

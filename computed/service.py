@@ -22,7 +22,8 @@ from computed.compute.instances import Instances
 from computed.compute.keypairs import KeyPairs
 from computed.virt.libvirt.connection import LibvirtHost
 from .errors import ServiceUnavailable
-from computed.compute.lifecycle import CRASHED, SELF_SHUTDOWN, Lifecycle
+from computed.compute.lifecycle import Lifecycle
+from computed.compute.state import CRASHED, DESTROYED_OUTSIDE, SELF_SHUTDOWN
 from computed.virt.management_key import ManagementKey
 from computed.metrics.counters import Metrics
 from computed.compute.ports import Ports
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 
 PURGE_INTERVAL = 60.0
 HOUSEKEEPING_TICK = 2.0
-DESTROYED_OUTSIDE = ("Server.InternalError", "the domain was destroyed outside the service")
 
 
 class Service:

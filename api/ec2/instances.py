@@ -8,7 +8,8 @@ import dataclasses
 
 from computed.errors import (IdempotentParameterMismatch, InstanceLimitExceeded, InsufficientInstanceCapacity,
                              InvalidParameterValue)
-from computed.compute.instances import STATE_CODES, InstanceFilter, LaunchRequest
+from computed.compute.instances import InstanceFilter, LaunchRequest
+from computed.compute.state import State
 
 from . import render
 from .catalog import image_name
@@ -83,7 +84,7 @@ def _states(filters: dict) -> set[str] | None:
                 raise InvalidParameterValue(f"Invalid value {value!r} for the filter 'instance-state-code': "
                                             "it must be a state code such as 16")
             codes.add(int(value) & 0xFF)  # EC2's codes are 16 bits; the high byte is internal
-        named = {name for name, code in STATE_CODES.items() if code in codes}
+        named = {s.value for s in State if s.code in codes}
         states = named if states is None else states & named
     return states
 
@@ -160,7 +161,7 @@ def describe_instances(p: Params) -> dict:
 
 
 def _health(inst) -> tuple[dict, dict]:
-    if inst.state != "running":
+    if inst.state != State.RUNNING:
         return {"status": "not-applicable"}, {"status": "not-applicable"}
     system = {"status": "ok", "details": [{"name": "reachability", "status": "passed"}]}
     reached = "passed" if inst.ready_ssh else "initializing"
@@ -180,8 +181,8 @@ def describe_instance_status(p: Params) -> dict:
     p.finish()
     if not include_all:  # running instances only, unless asked
         names = filters.get("instance-state-name")
-        filters = filters | {"instance-state-name": tuple(n for n in names if n == "running")
-                             if names is not None else ("running",)}
+        filters = filters | {"instance-state-name": tuple(n for n in names if n == State.RUNNING)
+                             if names is not None else (State.RUNNING.value,)}
         if not filters["instance-state-name"]:
             return {"instanceStatusSet": [], "nextToken": None}
     rows, next_token = describe(ids, filters, max_results, token)

@@ -7,7 +7,7 @@ import hashlib
 import ipaddress
 import re
 
-from computed.compute.instances import STATE_CODES
+from computed.compute.state import USER_STOP, State
 from computed.store.models import Instance, KeyPair
 
 from .context import settings
@@ -16,7 +16,6 @@ AMI_ID = re.compile(r"ami-[0-9a-f]{17}")
 KEY_PAIR_ID = re.compile(r"key-[0-9a-f]{17}")
 #: the system tag carrying the port that forwards SSH to the instance: listed, not editable
 SSH_PORT_TAG = "computed:ssh-port"
-USER_INITIATED = "Client.UserInitiatedShutdown"
 ARCHITECTURES = {"amd64": "x86_64", "arm64": "arm64", "i386": "i386"}
 
 
@@ -56,12 +55,12 @@ def key_type(kp: KeyPair) -> str:
 
 
 def state(name: str) -> dict:
-    return {"code": STATE_CODES[name], "name": name}
+    return {"code": State(name).code, "name": name}
 
 
 def reachable(inst: Instance) -> bool:
     """Whether the instance has an SSH endpoint (a terminated one has given its port back)."""
-    return inst.ssh_port is not None and inst.state != "terminated"
+    return inst.ssh_port is not None and inst.state != State.TERMINATED
 
 
 def system_tags(inst: Instance) -> list[tuple[str, str]]:
@@ -80,7 +79,7 @@ def _transition_reason(inst: Instance) -> str:
     if not inst.state_reason_code:
         return ""
     when = inst.state_changed_at.strftime("%Y-%m-%d %H:%M:%S GMT")
-    if inst.state_reason_code == USER_INITIATED:
+    if inst.state_reason_code == USER_STOP.code:  # USER_TERMINATE's code too
         return f"User initiated ({when})"
     return f"{inst.state_reason_message or inst.state_reason_code} ({when})"
 

@@ -24,6 +24,7 @@ from . import metering
 from .reports import Billing
 from computed.store.engine import Database
 from .gc_pause import paused_gc
+from computed.compute.state import State
 from computed.store.models import Instance, UsageEvent
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -61,9 +62,9 @@ class AccruedCost:
         """The instances that may have run since SINCE: those not terminated, and those
         terminated since."""
         with self.db.reading() as s:
-            live = s.scalars(select(Instance.id).where(Instance.state != "terminated"))
+            live = s.scalars(select(Instance.id).where(Instance.state != State.TERMINATED))
             ended = s.scalars(select(UsageEvent.instance_id).distinct()
-                              .where(UsageEvent.state == "terminated", UsageEvent.at >= since))
+                              .where(UsageEvent.state == State.TERMINATED, UsageEvent.at >= since))
             return set(live) | set(ended)
 
     def _bill(self, instance_ids: set[str] | None, start: dt.datetime, end: dt.datetime,

@@ -47,6 +47,7 @@ from .gc_pause import paused_gc
 from computed.compute.instances import Instances
 from computed.store.models import Account, Budget, BudgetEvent, Instance
 from computed.compute.sizes import SizeCatalog
+from computed.compute.state import Reason, State
 
 log = logging.getLogger(__name__)
 
@@ -330,9 +331,9 @@ class Budgets:
         stopped (one another process stopped meanwhile is its own)."""
         with self.db.reading() as s:
             ids = list(s.scalars(select(Instance.id).where(Instance.owner == budget.account_id,
-                                                           Instance.state == "running").order_by(Instance.id)))
+                                                           Instance.state == State.RUNNING).order_by(Instance.id)))
         why = f"stopped by the account's monthly budget of {budget.amount} {budget.currency}: {spend} spent in {month}"
-        reason = (STOPPED_CODE, why)
+        reason = Reason(STOPPED_CODE, why)
         owner = Caller(budget.account_id, "budget")
         stopped = []
         for instance_id in ids:  # one by one: an unreachable host holds up its instances only
@@ -342,7 +343,7 @@ class Budgets:
                 log.warning("the budget of account %s could not stop %s: %s", budget.account_id, instance_id,
                             e.message)
                 continue
-            if previous == "running":
+            if previous == State.RUNNING:
                 stopped.append(instance_id)
         return stopped
 

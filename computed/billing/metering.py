@@ -35,6 +35,8 @@ from functools import lru_cache
 from itertools import groupby
 from typing import NamedTuple
 
+from computed.compute.state import State
+
 POLICIES = ("hourly", "per-second")
 MINIMUM_SECONDS = 60
 RATE_PLACES = Decimal("1e-12")
@@ -177,9 +179,9 @@ def runs(events: Iterable[Event]) -> list[Run]:
     for instance_id in sorted(by_instance):
         open_run: Event | None = None
         for e in sorted(by_instance[instance_id], key=lambda e: e.seq):
-            if e.state == "running" and open_run is None:
+            if e.state == State.RUNNING and open_run is None:
                 open_run = e
-            elif e.state != "running" and open_run is not None:
+            elif e.state != State.RUNNING and open_run is not None:
                 start = epoch(open_run.at)
                 found.append(Run(instance_id, start, max(epoch(e.at), start), open_run.usage))
                 open_run = None

@@ -21,6 +21,7 @@ from computed.clock import Clock
 from computed.store.engine import Database
 from computed.errors import InvalidParameterValue
 from .gc_pause import paused_gc
+from computed.compute.state import State
 from computed.store.models import Instance, UsageEvent, UtcDateTime
 
 MAX_PERIOD = dt.timedelta(days=366)
@@ -61,15 +62,15 @@ def runs_query(start: dt.datetime | None = None, end: dt.datetime | None = None,
     if owner is not None:  # an instance's events all carry its owner
         marked = marked.where(e.owner == owner)
     marked = marked.subquery("marked")
-    opens = and_(marked.c.state == "running", or_(marked.c.prev.is_(None), marked.c.prev != "running"))
-    closes = and_(marked.c.state != "running", marked.c.prev == "running")
+    opens = and_(marked.c.state == State.RUNNING, or_(marked.c.prev.is_(None), marked.c.prev != State.RUNNING))
+    closes = and_(marked.c.state != State.RUNNING, marked.c.prev == State.RUNNING)
     edges = select(marked.c.id, marked.c.state, marked.c.at,
                    type_coerce(func.lead(marked.c.at).over(partition_by=marked.c.instance_id, order_by=marked.c.id),
                                UtcDateTime).label("until")
                    ).where(or_(opens, closes)).subquery("edges")
     q = (select(e.instance_id, e.owner, e.size, e.image, e.price_per_hour, e.currency, e.tags,
                 epoch_seconds(edges.c.at).label("start"), epoch_seconds(edges.c.until).label("end"))
-         .join(e, e.id == edges.c.id).where(edges.c.state == "running")
+         .join(e, e.id == edges.c.id).where(edges.c.state == State.RUNNING)
          .order_by(e.instance_id, edges.c.id))  # metering.report_runs takes them by instance
     if end is not None:
         q = q.where(edges.c.at < end)

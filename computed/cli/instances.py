@@ -14,10 +14,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from computed.compute.state import NAMES, State
+
 from .client import ApiClient, ApiError, part, with_client
 from .ports import PORT_HELP, describe, parse_specs
 
-STATES = ("pending", "running", "shutting-down", "terminated", "stopping", "stopped")
 #: seconds between two looks at the instances while waiting
 POLL_INTERVAL = 1.0
 DEFAULT_TIMEOUT = 900
@@ -141,7 +142,7 @@ def wait_for(client: ApiClient, ids: list[str], done: Callable[[dict], bool],
 
 
 def _ssh_ready(inst: dict) -> bool:
-    return _state(inst) == "running" and bool((inst.get("ready") or {}).get("ssh"))
+    return _state(inst) == State.RUNNING and bool((inst.get("ready") or {}).get("ssh"))
 
 
 def _timeout_option(f):
@@ -201,7 +202,7 @@ def launch(client: ApiClient, size, image, key_name, user_data, count, tags, cli
                f"image {first['image']} {first['image_version']})", err=True)
     failures: list[dict] = []
     if wait:
-        latest = wait_for(client, ids, _ssh_ready, lambda i: _state(i) in ("terminated", "stopping", "stopped"),
+        latest = wait_for(client, ids, _ssh_ready, lambda i: _state(i) in (State.TERMINATED, State.STOPPING, State.STOPPED),
                           timeout, "SSH")
         instances = [latest[i] for i in ids]
         failures = [i for i in instances if not _ssh_ready(i)]
@@ -224,7 +225,7 @@ def launch(client: ApiClient, size, image, key_name, user_data, count, tags, cli
 # -- queries ---------------------------------------------------------------------------------
 
 @click.command("ls")
-@click.option("--state", "states", multiple=True, type=click.Choice(STATES), help="Only in this state; repeatable.")
+@click.option("--state", "states", multiple=True, type=click.Choice(NAMES), help="Only in this state; repeatable.")
 @click.option("--tag", "tags", multiple=True, metavar="KEY[=VALUE]",
               help="Only with this tag (any value if no =VALUE); repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="The instances as the API describes them (a JSON list).")
@@ -305,13 +306,15 @@ def console(client: ApiClient, instance_id) -> None:
 #: action -> (HTTP method, path suffix, what --wait waits for, done, failed, show readiness)
 ACTIONS: dict[str, tuple[str, str, str, Callable[[dict], bool], Callable[[dict], bool], bool]] = {
     "stop": ("POST", "/stop", "the instances to stop",
-             lambda i: _state(i) == "stopped", lambda i: _state(i) in ("shutting-down", "terminated"), False),
+             lambda i: _state(i) == State.STOPPED, lambda i: _state(i) in (State.SHUTTING_DOWN, State.TERMINATED), False),
     "start": ("POST", "/start", "the instances to run and answer SSH",
-              _ssh_ready, lambda i: _state(i) in ("stopping", "stopped", "shutting-down", "terminated"), True),
+              _ssh_ready, lambda i: _state(i) in (State.STOPPING, State.STOPPED, State.SHUTTING_DOWN, State.TERMINATED),
+              True),
     "reboot": ("POST", "/reboot", "the instances to answer SSH again",
-               _ssh_ready, lambda i: _state(i) in ("stopping", "stopped", "shutting-down", "terminated"), True),
+               _ssh_ready, lambda i: _state(i) in (State.STOPPING, State.STOPPED, State.SHUTTING_DOWN, State.TERMINATED),
+              True),
     "terminate": ("DELETE", "", "the instances to terminate",
-                  lambda i: _state(i) == "terminated", lambda i: False, False),
+                  lambda i: _state(i) == State.TERMINATED, lambda i: False, False),
 }
 
 

@@ -11,6 +11,7 @@ import threading
 import click
 import paramiko
 
+from computed.compute.state import State
 from computed.virt import ssh as computed_ssh
 
 from .client import ApiClient, part, with_client
@@ -40,9 +41,9 @@ def connect(client: ApiClient, instance_id: str, key_file: str | None, user: str
     inst = client.get(f"/v1/instances/{part(instance_id)}")
     state = inst["state"]["name"]
     ssh = inst.get("ssh") or {}
-    if state != "running" or not ssh.get("host") or not ssh.get("port"):
+    if state != State.RUNNING or not ssh.get("host") or not ssh.get("port"):
         raise click.ClickException(f"{inst['id']} is {state}: there is nothing to log in to"
-                                   + ("; start it with `computed start --wait`" if state == "stopped" else ""))
+                                   + ("; start it with `computed start --wait`" if state == State.STOPPED else ""))
     if key_file is None:
         if not inst.get("key_name"):
             raise click.ClickException(f"{inst['id']} was launched without a key pair: give the private key "

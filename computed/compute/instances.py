@@ -1,8 +1,6 @@
-"""Instances: launch requests, queries, and the state machine of EC2's lifecycle.
-
-pending(0) -> running(16) -> stopping(64) -> stopped(80) -> pending -> running ...
-any -> shutting-down(32) -> terminated(48). The API's call changes the state at once and
-the rest happens in the background (``lifecycle``)."""
+"""Instances: launch requests, queries, and the user's actions on them. The states and
+the moves between them are ``state``'s; the API's call changes the state at once and the
+rest happens in the background (``lifecycle``)."""
 
 from __future__ import annotations
 
@@ -28,7 +26,7 @@ from computed.errors import (IdempotentParameterMismatch, IncorrectInstanceState
                      InvalidParameterValue)
 from computed.accounts.registry import Caller
 from .keypairs import KeyPairs
-from .lifecycle import USER_STOP, USER_TERMINATE, Lifecycle, set_state
+from .lifecycle import Lifecycle
 from computed.clock import Clock
 from computed.hosts.registry import Hosts, is_local
 from computed.store.models import Host, Instance, Tag, UsageEvent
@@ -37,8 +35,8 @@ from computed.virt.provisioner import Provisioner, port_is_free
 from .scheduler import Scheduler
 from computed.settings import Settings
 from .sizes import Size, SizeCatalog
+from .state import ACTIONS, State, set_state
 
-STATE_CODES = {"pending": 0, "running": 16, "shutting-down": 32, "terminated": 48, "stopping": 64, "stopped": 80}
 INSTANCE_ID = re.compile(r"i-[0-9a-f]{17}")
 MAX_USER_DATA = 16 * 1024
 MAX_COUNT = 20
@@ -47,15 +45,6 @@ TAG_KEY = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,128}")
 TAG_VALUE = re.compile(r"[^\x00-\x1f\x7f-\x9f]{0,256}")
 #: tag keys only the service sets (like AWS's aws: tags: listed, not editable)
 RESERVED_TAG_PREFIXES = ("aws:", "computed:")
-
-
-#: action -> (current state -> new state or None for "nothing to do", verb, lifecycle step)
-ACTIONS = {
-    "stop": ({"running": "stopping", "stopping": None, "stopped": None}, "stopped", "stop"),
-    "start": ({"stopped": "pending", "pending": None, "running": None}, "started", "start"),
-    "terminate": ({s: "shutting-down" for s in ("pending", "running", "stopping", "stopped")}
-                  | {"shutting-down": None, "terminated": None}, "terminated", "terminate"),
-}
 
 
 def new_id(prefix: str) -> str:
@@ -176,7 +165,7 @@ class Instances:
                     instance_id = new_id("i")
                     inst = Instance(
                         id=instance_id, reservation_id=reservation, owner=caller.account_id, launch_index=index,
-                        state="pending",
+                        state=State.PENDING,
                         size=size.name, vcpus=size.vcpus, memory_mib=size.memory_mib, disk_gib=size.disk_gib,
                         price_per_hour=str(size.price_per_hour), currency=size.currency,
                         image=image.name, image_version=image.manifest.version, image_path=str(image.path),
@@ -218,7 +207,7 @@ class Instances:
         Every instance not terminated counts: a stopped one keeps its place."""
         used = s.execute(select(func.count(), func.coalesce(func.sum(Instance.vcpus), 0),
                                 func.coalesce(func.sum(Instance.memory_mib), 0))
-                         .where(Instance.state != "terminated", Instance.owner == caller.account_id)).one()
+                         .where(Instance.state != State.TERMINATED, Instance.owner == caller.account_id)).one()
         wanted = (count, size.vcpus * count, size.memory_mib * count)
         limits = (self.settings.account_max_instances, self.settings.account_max_vcpus,
                   self.settings.account_max_memory_mib)
@@ -266,13 +255,13 @@ class Instances:
     def _forgotten(self, inst: Instance) -> bool:
         """Terminated longer ago than the retention: gone, though the periodic purge may not
         have deleted its row yet (reads never write)."""
-        return inst.state == "terminated" and inst.terminated_at is not None and \
+        return inst.state == State.TERMINATED and inst.terminated_at is not None and \
             inst.terminated_at < self._retention_cutoff()
 
     def describe(self, caller: Caller, flt: InstanceFilter = InstanceFilter(), limit: int = 100,
                  next_token: str | None = None) -> tuple[list[Instance], str | None]:
         offset = page_token.decode(next_token)
-        q = select(Instance).where(or_(Instance.state != "terminated", Instance.terminated_at.is_(None),
+        q = select(Instance).where(or_(Instance.state != State.TERMINATED, Instance.terminated_at.is_(None),
                                        Instance.terminated_at >= self._retention_cutoff()))
         if caller.scope is not None:
             q = q.where(Instance.owner == caller.scope)
@@ -307,7 +296,7 @@ class Instances:
     def purge(self) -> int:
         """Forget instances terminated longer ago than the retention setting."""
         with self.db.session() as s:
-            result = s.execute(delete(Instance).where(Instance.state == "terminated",
+            result = s.execute(delete(Instance).where(Instance.state == State.TERMINATED,
                                                       Instance.terminated_at < self._retention_cutoff()))
         return result.rowcount or 0
 
@@ -324,11 +313,12 @@ class Instances:
         Returns (instance, previous state) for each. Stopping a stopped instance, starting a
         running one or terminating a terminated one is no error and changes nothing. REASON
         (code, message) is the state reason of those it changes, the user's by default."""
-        allowed, verb, schedule = ACTIONS[action]
+        act = ACTIONS[action]
+        allowed, verb, schedule, reason = act.moves, act.verb, act.step, reason or act.reason
         with self.db.reading() as s:
             owned = self._owned(s, caller, instance_ids)
         if action == "start":
-            for owner in sorted({inst.owner for inst in owned if inst.state == "stopped"}):
+            for owner in sorted({inst.owner for inst in owned if inst.state == State.STOPPED}):
                 self.admit(owner)  # BudgetExceeded (409) while the owner's budget stops it
         hosts = {inst.host for inst in owned if inst.host}
         self.hosts.ping(hosts)  # ServiceUnavailable (503) while a host cannot be reached
@@ -342,14 +332,13 @@ class Instances:
             for inst in found:
                 previous, target = inst.state, allowed[inst.state]
                 if target is not None:
-                    set_state(inst, target,
-                              reason or {"stopping": USER_STOP, "shutting-down": USER_TERMINATE}.get(target), now)
-                if inst.state != previous or (action == "terminate" and inst.state == "shutting-down"):
+                    set_state(inst, target, reason, now)
+                if inst.state != previous or (action == "terminate" and inst.state == State.SHUTTING_DOWN):
                     inst.handled_by = self.lifecycle.processes.id  # this process carries it out
                 changed.append((inst, previous))
         for inst, previous in changed:
             # a terminate also retries one that failed part-way (still shutting-down)
-            if inst.state != previous or (action == "terminate" and inst.state == "shutting-down"):
+            if inst.state != previous or (action == "terminate" and inst.state == State.SHUTTING_DOWN):
                 getattr(self.lifecycle, schedule)(inst.id)
         return changed
 
@@ -366,7 +355,7 @@ class Instances:
             inst = s.get(Instance, instance_id)
             if inst is None:
                 raise not_found(instance_id)
-            if inst.state != "running":
+            if inst.state != State.RUNNING:
                 raise IncorrectInstanceState(f"the instance {instance_id} is {inst.state}; it cannot be rebooted")
             inst.ready_ssh = inst.ready_engine = False
             inst.handled_by = self.lifecycle.processes.id

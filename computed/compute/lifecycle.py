@@ -4,45 +4,23 @@ state change is written in one transaction with the facts it depends on."""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 
 import paramiko
-from sqlalchemy.orm import object_session
 
 from computed.store.engine import Database
 from computed.clock import Clock
 from computed.metrics.counters import Metrics
-from computed.store.models import Instance, UsageEvent
+from computed.store.models import Instance
 from computed.store.processes import Processes
 from computed.virt.provisioner import Provisioner, Undo
 from computed.virt.storage import LaunchError
 from computed.settings import Settings
+from .state import BOOT_FAILURE, INTERNAL_ERROR, USER_STOP, USER_TERMINATE, Reason, State, set_state
 from .worker import Worker
 
 log = logging.getLogger(__name__)
-
-USER_STOP = ("Client.UserInitiatedShutdown", "User initiated shutdown")
-USER_TERMINATE = ("Client.UserInitiatedShutdown", "User initiated shutdown")
-SELF_SHUTDOWN = ("Client.InstanceInitiatedShutdown", "Instance initiated shutdown")
-CRASHED = ("Server.InternalError", "the guest crashed")
-
-
-def set_state(inst: Instance, state: str, reason: tuple[str, str] | None, now: dt.datetime) -> None:
-    """The one place an instance's state changes; its usage event goes into the same
-    transaction (INST must belong to a session)."""
-    inst.state = state
-    inst.state_changed_at = now
-    inst.state_reason_code, inst.state_reason_message = reason or (None, None)
-    if state != "running":
-        inst.ready_ssh = inst.ready_engine = False
-    if state == "terminated":
-        inst.terminated_at = inst.state_changed_at
-        inst.ssh_port = None  # the port goes back to the pool
-        inst.ports.clear()  # and so do its forwarded ports
-    object_session(inst).add(UsageEvent.of(inst))
-
 
 class Lifecycle:
     def __init__(self, settings: Settings, db: Database, provisioner: Provisioner, worker: Worker, clock: Clock,
@@ -60,7 +38,7 @@ class Lifecycle:
         with self.db.session() as s:
             return s.get(Instance, instance_id)
 
-    def _move(self, instance_id: str, expected: str, state: str, reason: tuple[str, str] | None = None) -> bool:
+    def _move(self, instance_id: str, expected: State, state: State, reason: Reason | None = None) -> bool:
         """EXPECTED -> STATE, unless the instance has moved on meanwhile (e.g. terminated)."""
         with self.db.session() as s:
             inst = s.get(Instance, instance_id)
@@ -87,7 +65,7 @@ class Lifecycle:
     def reboot(self, instance_id: str) -> None:
         self.worker.submit(instance_id, lambda: self._reboot(instance_id), f"reboot {instance_id}")
 
-    def terminate(self, instance_id: str, reason: tuple[str, str] = USER_TERMINATE) -> None:
+    def terminate(self, instance_id: str, reason: Reason = USER_TERMINATE) -> None:
         self.worker.submit(instance_id, lambda: self._terminate(instance_id, reason), f"terminate {instance_id}")
 
     def readiness(self, instance_id: str) -> None:
@@ -99,7 +77,7 @@ class Lifecycle:
         owner = inst.handled_by
         return owner is None or owner == self.processes.id or owner not in self.processes.alive()
 
-    def guest_stopped(self, instance_id: str, reason: tuple[str, str]) -> None:
+    def guest_stopped(self, instance_id: str, reason: Reason) -> None:
         """libvirt says the guest stopped by itself (powered off, crashed): a running
         instance becomes stopped now, and its billing stops now. Work in flight owns its
         instance (a first boot that powers off is a failed launch), so it is left alone;
@@ -117,7 +95,7 @@ class Lifecycle:
     def _launch(self, instance_id: str) -> None:
         with self.worker.lock(instance_id):
             inst = self._load(instance_id)
-            if inst is None or inst.state != "pending":
+            if inst is None or inst.state != State.PENDING:
                 return
             self.metrics.launch_started(inst.size, inst.image)
             self.faults.point("launch.committed")
@@ -126,19 +104,19 @@ class Lifecycle:
                 self.provisioner.create(inst, undo)
             except Exception as e:
                 undo.run()
-                code = e.code if isinstance(e, LaunchError) else "Server.InternalError"
+                code = e.code if isinstance(e, LaunchError) else INTERNAL_ERROR
                 log.warning("launch of %s failed: %s", instance_id, e)
                 self.metrics.launch_failed(code)
-                self._end(instance_id, (code, f"launch failed: {e}"))
+                self._end(instance_id, Reason(code, f"launch failed: {e}"))
                 return
-            if self._move(instance_id, "pending", "running"):
+            if self._move(instance_id, State.PENDING, State.RUNNING):
                 self.metrics.launch_running(self._since_launch(inst))
         self._readiness(instance_id, first_boot=True)
 
     def _start(self, instance_id: str) -> None:
         with self.worker.lock(instance_id):
             inst = self._load(instance_id)
-            if inst is None or inst.state != "pending":
+            if inst is None or inst.state != State.PENDING:
                 return
             self.faults.point("start.committed")
             try:
@@ -146,27 +124,27 @@ class Lifecycle:
                 self.faults.point("start.started")
             except Exception as e:
                 log.warning("start of %s failed: %s", instance_id, e)
-                self._move(instance_id, "pending", "stopped", ("Server.InternalError", f"start failed: {e}"))
+                self._move(instance_id, State.PENDING, State.STOPPED, Reason(INTERNAL_ERROR, f"start failed: {e}"))
                 return
-            self._move(instance_id, "pending", "running")
+            self._move(instance_id, State.PENDING, State.RUNNING)
         self._readiness(instance_id, first_boot=False)
 
     def _stop(self, instance_id: str) -> None:
         with self.worker.lock(instance_id):
             inst = self._load(instance_id)
-            if inst is None or inst.state != "stopping":
+            if inst is None or inst.state != State.STOPPING:
                 return
             self.faults.point("stop.committed")
             self.provisioner.stop(inst)
             self.faults.point("stop.off")
             # the reason it was stopped for stays (the user's, or e.g. its budget's)
-            reason = (inst.state_reason_code, inst.state_reason_message) if inst.state_reason_code else USER_STOP
-            self._move(instance_id, "stopping", "stopped", reason)
+            reason = Reason(inst.state_reason_code, inst.state_reason_message) if inst.state_reason_code else USER_STOP
+            self._move(instance_id, State.STOPPING, State.STOPPED, reason)
 
     def _reboot(self, instance_id: str) -> None:
         with self.worker.lock(instance_id):
             inst = self._load(instance_id)
-            if inst is None or inst.state != "running":
+            if inst is None or inst.state != State.RUNNING:
                 return
             # ready again means logged in to the new boot: the old one's sshd answers until it goes down
             old_boot = None if self.provisioner.is_test(inst) else self.provisioner.boot_id(inst)
@@ -175,10 +153,10 @@ class Lifecycle:
                 time.sleep(2)  # no boot id to tell the boots apart: give the old one a moment to go
         self._readiness(instance_id, first_boot=False, not_boot=old_boot)
 
-    def _terminate(self, instance_id: str, reason: tuple[str, str]) -> None:
+    def _terminate(self, instance_id: str, reason: Reason) -> None:
         with self.worker.lock(instance_id):
             inst = self._load(instance_id)
-            if inst is None or inst.state == "terminated":
+            if inst is None or inst.state == State.TERMINATED:
                 return
             self.faults.point("terminate.committed")
             try:
@@ -188,24 +166,24 @@ class Lifecycle:
                 log.warning("terminating %s failed, will retry when asked again: %s", instance_id, e)
                 with self.db.session() as s:
                     inst = s.get(Instance, instance_id)
-                    inst.state_reason_code, inst.state_reason_message = ("Server.InternalError",
-                                                                         f"termination failed, retry it: {e}")
+                    inst.state_reason_code, inst.state_reason_message = Reason(INTERNAL_ERROR,
+                                                                               f"termination failed, retry it: {e}")
                 return
             self._end(instance_id, reason)
 
-    def _guest_stopped(self, instance_id: str, reason: tuple[str, str]) -> None:
+    def _guest_stopped(self, instance_id: str, reason: Reason) -> None:
         with self.worker.lock(instance_id):
             inst = self._load(instance_id)
-            if inst is None or inst.state != "running" or not self.mine(inst) or not self.provisioner.is_off(inst):
+            if inst is None or inst.state != State.RUNNING or not self.mine(inst) or not self.provisioner.is_off(inst):
                 return
             log.info("%s stopped by itself: %s", instance_id, reason[1])
-            self._move(instance_id, "running", "stopped", reason)
+            self._move(instance_id, State.RUNNING, State.STOPPED, reason)
 
-    def _end(self, instance_id: str, reason: tuple[str, str]) -> None:
+    def _end(self, instance_id: str, reason: Reason) -> None:
         with self.db.session() as s:
             inst = s.get(Instance, instance_id)
-            if inst is not None and inst.state != "terminated":
-                set_state(inst, "terminated", reason, self.clock.now())
+            if inst is not None and inst.state != State.TERMINATED:
+                set_state(inst, State.TERMINATED, reason, self.clock.now())
 
     def _since_launch(self, inst: Instance) -> float:
         return (self.clock.now() - inst.launch_time).total_seconds()
@@ -219,21 +197,21 @@ class Lifecycle:
         if inst is None or self.provisioner.is_test(inst):
             return  # libvirt's test driver runs no guest that could answer
         deadline = time.monotonic() + self.settings.boot_timeout
-        client = self.provisioner.wait_for_ssh(inst, deadline, lambda: self._state(instance_id) == "running",
+        client = self.provisioner.wait_for_ssh(inst, deadline, lambda: self._state(instance_id) == State.RUNNING,
                                                not_boot)
         if client is None:
-            if first_boot and self._state(instance_id) == "running":
+            if first_boot and self._state(instance_id) == State.RUNNING:
                 off = self.provisioner.is_off(inst)
                 why = ("the guest powered off during its first boot" if off
                        else f"no SSH login within {self.settings.boot_timeout} s of the first boot")
-                self._move(instance_id, "running", "shutting-down", ("Server.BootFailure", why))
-                self.metrics.launch_failed("Server.BootFailure")
-                self._terminate(instance_id, ("Server.BootFailure", f"launch failed: {why}"))
+                self._move(instance_id, State.RUNNING, State.SHUTTING_DOWN, Reason(BOOT_FAILURE, why))
+                self.metrics.launch_failed(BOOT_FAILURE)
+                self._terminate(instance_id, Reason(BOOT_FAILURE, f"launch failed: {why}"))
             return
         try:
             with self.db.session() as s:
                 inst = s.get(Instance, instance_id)
-                if inst.state != "running":
+                if inst.state != State.RUNNING:
                     return
                 inst.ready_ssh = True
             if first_boot:
@@ -242,11 +220,11 @@ class Lifecycle:
                 ok, detail = self.provisioner.check_engine(inst, client)
             except (OSError, EOFError, paramiko.SSHException) as e:
                 ok, detail = False, f"the SSH session broke: {e!r}"
-            if not ok and self._state(instance_id) == "running":
+            if not ok and self._state(instance_id) == State.RUNNING:
                 log.warning("container engine check on %s failed: %s", instance_id, detail)
             with self.db.session() as s:
                 inst = s.get(Instance, instance_id)
-                if inst.state == "running":
+                if inst.state == State.RUNNING:
                     inst.ready_engine = ok
         finally:
             client.close()

@@ -1,6 +1,6 @@
 """Guest ports forwarded from the instance's host address, besides SSH: asked for at launch
 or later, listed, removed, released at terminate (the rows go with the instance's state,
-``lifecycle.set_state``).
+``state.set_state``).
 
 QEMU's user-mode network forwards them as it forwards SSH (``hostfwd``). A change is written
 to the domain's persistent definition, so the next start has it, and, while the guest
@@ -29,6 +29,7 @@ from computed.hosts.registry import Hosts, is_local
 from computed.store.models import Instance, PortForward
 from computed.virt.provisioner import Provisioner, forwards, port_is_free
 from computed.settings import Settings
+from .state import CHANGEABLE, State
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,6 @@ log = logging.getLogger(__name__)
 MAX_PORTS = 20
 #: below this, a port needs privileges on the host: refused, as Multipass and Docker rootless do
 FIRST_UNPRIVILEGED = 1024
-#: states in which the forwarded ports may change (not while a lifecycle step is under way)
-CHANGEABLE = ("running", "stopped")
 SPEC = re.compile(r"(?:(?P<host>\d{1,5}):)?(?P<guest>\d{1,5})(?:/(?P<protocol>[a-z]+))?")
 #: how long a change waits for the instance's own work in this process (a reboot) to finish
 LOCK_WAIT = 10.0
@@ -147,7 +146,7 @@ class Ports:
 
     def list(self, caller: Caller, instance_id: str) -> tuple[Instance, list[PortForward]]:
         inst = self.instances.get(caller, instance_id)
-        return inst, ([] if inst.state == "terminated" else list(inst.ports))
+        return inst, ([] if inst.state == State.TERMINATED else list(inst.ports))
 
     def add(self, caller: Caller, instance_id: str, specs: Iterable[PortSpec]) -> tuple[Instance, list[PortForward]]:
         """Forward SPECS to a running or stopped instance of the caller's; the forwarded ports
@@ -204,7 +203,7 @@ class Ports:
             raise IncorrectInstanceState(f"the instance {inst.id} has no domain on its host")
         after = forwards(inst)
         host.define(domain_xml.with_forwards(old, inst.ssh_host, inst.ssh_port, after))
-        if inst.state != "running" or host.state(inst.domain_name) != "running":
+        if inst.state != State.RUNNING or host.state(inst.domain_name) != "running":
             return
         done: list[str] = []
         try:

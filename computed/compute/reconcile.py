@@ -28,18 +28,17 @@ from sqlalchemy import select
 from computed.clock import Clock
 from computed.store.engine import Database
 from .instances import INSTANCE_ID
-from .lifecycle import CRASHED, SELF_SHUTDOWN, Lifecycle, set_state
+from .lifecycle import Lifecycle
 from computed.errors import ServiceUnavailable
 from computed.store.models import Host, Instance, UsageEvent
 from computed.virt.provisioner import Provisioner
 from computed.settings import Settings
 from computed.virt.storage import Storage
+from .state import CRASHED, LIVE, SELF_SHUTDOWN, VANISHED, State, set_state
 from .worker import Worker
 
 log = logging.getLogger(__name__)
 
-LIVE = ("pending", "running", "stopping", "stopped", "shutting-down")
-VANISHED = ("Server.InternalError", "the instance's domain disappeared from its host")
 GRACE = dt.timedelta(seconds=60)
 
 
@@ -113,7 +112,7 @@ class Reconciler:
             live = {i.id: i for i in s.scalars(select(Instance).where(Instance.host == host.name,
                                                                        Instance.state.in_(LIVE)))}
             ever_ran = set(s.scalars(select(UsageEvent.instance_id).where(
-                UsageEvent.instance_id.in_(list(live)), UsageEvent.state == "running").distinct()))
+                UsageEvent.instance_id.in_(list(live)), UsageEvent.state == State.RUNNING).distinct()))
         domains = {iid: name for iid, (name, _, on) in conn.our_domains(self.provisioner.store).items()
                    if on in (host.name, "")}
         for instance_id, name in domains.items():
@@ -181,35 +180,35 @@ class Reconciler:
             if inst is None or _Seen.of(inst) != seen or not self.lifecycle.mine(inst):
                 return
             state, now = inst.state, self.clock.now()
-            launching = state == "pending" and not ran_before
-            if domain is None and not launching and state != "shutting-down":
-                set_state(inst, "terminated", VANISHED, now)
+            launching = state == State.PENDING and not ran_before
+            if domain is None and not launching and state != State.SHUTTING_DOWN:
+                set_state(inst, State.TERMINATED, VANISHED, now)
                 found.vanished.append(instance_id)
                 return
-            if state == "running" and domain in ("shutoff", "crashed"):
-                set_state(inst, "stopped", CRASHED if domain == "crashed" else SELF_SHUTDOWN, now)
+            if state == State.RUNNING and domain in ("shutoff", "crashed"):
+                set_state(inst, State.STOPPED, CRASHED if domain == "crashed" else SELF_SHUTDOWN, now)
                 found.powered_off.append(instance_id)
                 return
-            readiness_cut_short = state == "running" and interrupted and not inst.ready_ssh
-            if not (readiness_cut_short or state in ("pending", "stopping", "shutting-down")):
+            readiness_cut_short = state == State.RUNNING and interrupted and not inst.ready_ssh
+            if not (readiness_cut_short or state in (State.PENDING, State.STOPPING, State.SHUTTING_DOWN)):
                 return
             inst.handled_by = self.processes.id  # this process carries on what was cut short
             if launching and domain == "running":  # launched, but the store never heard
-                set_state(inst, "running", None, now)
+                set_state(inst, State.RUNNING, None, now)
                 found.resumed.append(instance_id)
                 self.lifecycle.readiness(instance_id)
                 return
             if readiness_cut_short:
                 self.lifecycle.readiness(instance_id)
                 return
-        if state == "pending" and launching:
+        if state == State.PENDING and launching:
             self.provisioner.destroy(inst)  # whatever the interrupted launch left
             self.lifecycle.launch(instance_id)
-        elif state == "pending":
+        elif state == State.PENDING:
             self.lifecycle.start(instance_id)
-        elif state == "stopping":
+        elif state == State.STOPPING:
             self.lifecycle.stop(instance_id)
-        elif state == "shutting-down":
+        elif state == State.SHUTTING_DOWN:
             self.lifecycle.terminate(instance_id)
         else:
             return

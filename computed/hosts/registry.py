@@ -28,6 +28,7 @@ from computed.clock import Clock
 from computed.store.engine import Database
 from computed.errors import HostInUse, HostNotFound, InvalidHostDuplicate, InvalidParameterValue, ServiceUnavailable
 from computed.virt.libvirt.connection import LibvirtHost
+from computed.compute.state import State
 from computed.store.models import Host, Instance
 from computed.settings import Settings
 
@@ -215,7 +216,7 @@ class Hosts:
         with self.db.session() as s:
             host = self._row(s, name)
             there = s.scalar(select(func.count()).select_from(Instance)
-                             .where(Instance.host == name, Instance.state != "terminated"))
+                             .where(Instance.host == name, Instance.state != State.TERMINATED))
             if there:
                 raise HostInUse(f"the host {name} has {there} instance(s) that are not terminated; "
                                 "terminate them first (stopped ones count too)")
@@ -382,7 +383,7 @@ def allocations(s, names: list[str] | None = None) -> dict[str, Allocation]:
     """Host name -> what its instances that are not terminated take."""
     q = (select(Instance.host, func.count(), func.coalesce(func.sum(Instance.vcpus), 0),
                 func.coalesce(func.sum(Instance.memory_mib), 0))
-         .where(Instance.state != "terminated", Instance.host.is_not(None)).group_by(Instance.host))
+         .where(Instance.state != State.TERMINATED, Instance.host.is_not(None)).group_by(Instance.host))
     if names is not None:
         q = q.where(Instance.host.in_(names))
     return {host: Allocation(n, vcpus, memory) for host, n, vcpus, memory in s.execute(q)}

@@ -18,7 +18,7 @@ from computed.billing.accrued import AccruedCost
 from computed.store.engine import Database
 from computed.hosts.status import host_room
 from computed.hosts.registry import Hosts
-from computed.compute.instances import STATE_CODES
+from computed.compute.state import State
 from computed.store.models import Instance
 from computed.settings import Settings
 
@@ -50,8 +50,8 @@ class StoreCollector(Collector):
             counts = dict(s.execute(select(Instance.state, func.count()).group_by(Instance.state)).all())
         family = GaugeMetricFamily("computed_instances", "Instances by state (terminated ones until they are "
                                    "purged, after the terminated retention).", labels=["state"])
-        for state in STATE_CODES:
-            family.add_metric([state], counts.get(state, 0))
+        for state in State:
+            family.add_metric([state.value], counts.get(state, 0))
         return family
 
     def _hosts(self) -> Iterator[GaugeMetricFamily]:

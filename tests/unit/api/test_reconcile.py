@@ -32,11 +32,10 @@ from computed.virt.libvirt import connection as libvirt_driver
 from computed.clock import FakeClock
 from computed.errors import ServiceUnavailable
 from computed.compute.faults import POINTS, Faults
-from computed.compute.lifecycle import CRASHED, SELF_SHUTDOWN, USER_STOP, USER_TERMINATE
+from computed.compute.state import CRASHED, DESTROYED_OUTSIDE, SELF_SHUTDOWN, USER_STOP, USER_TERMINATE, VANISHED
 from computed.store.models import Host, Instance, UsageEvent
 from computed.virt.provisioner import Undo
-from computed.compute.reconcile import GRACE, VANISHED, Findings
-from computed.service import DESTROYED_OUTSIDE
+from computed.compute.reconcile import GRACE, Findings
 
 TEST_URI = "test:///default"  # the shared test driver (conftest)
 

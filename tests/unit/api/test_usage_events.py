@@ -61,7 +61,7 @@ def test_the_event_and_the_state_change_commit_together(app, wait):
 
     try:
         with svc.db.session() as s:
-            from computed.compute.lifecycle import set_state
+            from computed.compute.state import set_state
             set_state(s.get(Instance, iid), "stopping", None, svc.clock.now())
             raise Boom
     except Boom:
