@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import shlex
-from decimal import Decimal
 
 from flask.views import MethodView
 from marshmallow import RAISE
 
-from computed.hosts.status import reachability
 from computed.compute.instances import InstanceFilter, LaunchRequest
 from computed.compute.state import State
+from computed.compute.view import InstanceView
 from computed.store.models import Instance
 
 from .blueprint import Blueprint
@@ -24,18 +22,10 @@ from .service import service
 blp = Blueprint("instances", __name__, url_prefix="/v1/instances", description="Instances")
 
 
-def view(inst: Instance, cost: Decimal | None = None, host_reachable: bool | None = None) -> dict:
-    """The instance as the API shows it; COST, its cost so far, and HOST_REACHABLE, whether
-    its host answered its last check, if already looked up (for a page at once: ``views``)."""
-    svc = service()
-    if host_reachable is None:
-        host_reachable = reachability(svc.db, [inst.host]).get(inst.host, False)
-    user = svc.provisioner.login_user(inst)
-    reachable = inst.ssh_port is not None and inst.state != State.TERMINATED
-    command = None
-    if reachable and user:
-        key = f"-i {shlex.quote(inst.key_name + '.pem')} " if inst.key_name else ""
-        command = f"ssh {key}-p {inst.ssh_port} {user}@{inst.ssh_host}"
+def view(v: InstanceView) -> dict:
+    """The instance as the API shows it."""
+    inst = v.instance
+    host, port = v.ssh_endpoint or (None, None)
     return {
         "id": inst.id, "reservation_id": inst.reservation_id, "owner": inst.owner, "launch_index": inst.launch_index,
         "state": {"name": inst.state, "code": State(inst.state).code},
@@ -44,23 +34,24 @@ def view(inst: Instance, cost: Decimal | None = None, host_reachable: bool | Non
         "size": inst.size, "vcpus": inst.vcpus, "memory_mib": inst.memory_mib, "disk_gib": inst.disk_gib,
         "price_per_hour": inst.price_per_hour, "currency": inst.currency,
         "image": inst.image, "image_version": inst.image_version, "key_name": inst.key_name,
-        "tags": {t.key: t.value for t in inst.tags},
+        "tags": dict(v.tags),
         "launch_time": inst.launch_time, "state_changed_at": inst.state_changed_at, "host": inst.host_uri,
-        "placement": {"host": inst.host, "availability_zone": svc.settings.availability_zone,
-                      "host_reachable": host_reachable},
-        "ssh": {"host": inst.ssh_host if reachable else None, "port": inst.ssh_port if reachable else None,
-                "user": user, "command": command},
-        "ports": [port_view(p) for p in inst.ports] if inst.state != State.TERMINATED else [],
+        "placement": {"host": inst.host, "availability_zone": v.availability_zone,
+                      "host_reachable": v.host_reachable},
+        "ssh": {"host": host, "port": port, "user": v.login_user, "command": v.ssh_command},
+        "ports": [port_view(p) for p in v.ports],
         "ready": {"ssh": inst.ready_ssh, "container_engine": inst.ready_engine},
-        "cost_so_far": str(svc.billing.cost_so_far(inst) if cost is None else cost),
+        "cost_so_far": str(v.cost_so_far),
     }
 
 
-def views(rows: list[Instance], costs: dict[str, Decimal] | None = None) -> list[dict]:
-    """ROWS as the API shows them, their hosts' reachability read at once (and COSTS, by
-    instance id, if already computed)."""
-    reachable = reachability(service().db, (i.host for i in rows))
-    return [view(i, (costs or {}).get(i.id), reachable.get(i.host, False)) for i in rows]
+def one(inst: Instance) -> dict:
+    return view(service().views.of(inst))
+
+
+def views(rows: list[Instance]) -> list[dict]:
+    """ROWS as the API shows them (their hosts' reachability and costs read once for all)."""
+    return [view(v) for v in service().views.page(rows)]
 
 
 def _filter(args: dict) -> InstanceFilter:
@@ -84,8 +75,7 @@ class Instances(MethodView):
         with ``limit`` and the ``next_token`` of the previous page."""
         rows, token = service().instances.describe(current_caller(), _filter(args), args["limit"],
                                                    args.get("next_token"))
-        costs = service().billing.costs_so_far(rows)  # the page's at once
-        return {"instances": views(rows, costs), "next_token": token}
+        return {"instances": views(rows), "next_token": token}
 
     @blp.arguments(InstanceCreateSchema, error_status_code=400)
     @blp.response(202, LaunchResultSchema)
@@ -113,7 +103,7 @@ class InstanceResource(MethodView):
     @blp.alt_response(404, schema=ErrorResponseSchema)
     def get(self, instance_id):
         """One instance."""
-        return view(service().instances.get(current_caller(), instance_id))
+        return one(service().instances.get(current_caller(), instance_id))
 
     @blp.response(202, InstanceSchema)
     @blp.alt_response(400, schema=ErrorResponseSchema)
@@ -123,12 +113,12 @@ class InstanceResource(MethodView):
         """Terminate: the instance goes ``shutting-down``, then ``terminated``, and stays
         visible as terminated for an hour. Terminating a terminated instance is no error.
         While the instance's host cannot be reached: 503."""
-        return view(service().instances.terminate(current_caller(), instance_id))
+        return one(service().instances.terminate(current_caller(), instance_id))
 
 
 def _action(name: str, doc: str):
     def handler(instance_id):
-        return view(getattr(service().instances, name)(current_caller(), instance_id))
+        return one(getattr(service().instances, name)(current_caller(), instance_id))
     handler.__name__ = f"{name}_instance"
     handler.__doc__ = doc
     handler = blp.alt_response(503, schema=ErrorResponseSchema)(handler)  # while its host cannot be reached

@@ -33,6 +33,7 @@ from computed.compute.reconcile import Reconciler
 from computed.accounts.secret_box import SecretBox
 from .settings import Settings
 from computed.compute.sizes import SizeCatalog
+from computed.compute.view import InstanceViews
 from computed.metrics.store import StoreCollector
 from computed.compute.worker import Worker
 
@@ -67,6 +68,7 @@ class Service:
                                    self.provisioner, self.lifecycle, self.clock)
         self.ports = Ports(settings, self.db, self.hosts, self.provisioner, self.worker, self.instances)
         self.billing = Billing(self.db, settings.billing_policy, self.clock)
+        self.views = InstanceViews(self.db, settings, self.provisioner.login_user, self.billing.costs_so_far)
         self.metrics.registry.register(StoreCollector(settings, self.db, self.hosts, AccruedCost(self.db, self.billing),
                                                       currencies={size.currency for size in self.sizes.all()}))
         self.budgets = Budgets(self.db, self.billing, self.instances, self.sizes, self.clock)

@@ -8,6 +8,7 @@ import ipaddress
 import re
 
 from computed.compute.state import USER_STOP, State
+from computed.compute.view import InstanceView
 from computed.store.models import Instance, KeyPair
 
 from .context import settings
@@ -58,13 +59,9 @@ def state(name: str) -> dict:
     return {"code": State(name).code, "name": name}
 
 
-def reachable(inst: Instance) -> bool:
-    """Whether the instance has an SSH endpoint (a terminated one has given its port back)."""
-    return inst.ssh_port is not None and inst.state != State.TERMINATED
-
-
-def system_tags(inst: Instance) -> list[tuple[str, str]]:
-    return [(SSH_PORT_TAG, str(inst.ssh_port))] if reachable(inst) else []
+def system_tags(view: InstanceView) -> list[tuple[str, str]]:
+    """The instance's system tags: the port forwarded to its SSH, while it has one."""
+    return [(SSH_PORT_TAG, str(view.ssh_endpoint[1]))] if view.ssh_endpoint else []
 
 
 def _is_ip(host: str | None) -> bool:
@@ -84,9 +81,10 @@ def _transition_reason(inst: Instance) -> str:
     return f"{inst.state_reason_message or inst.state_reason_code} ({when})"
 
 
-def instance(inst: Instance) -> dict:
-    host = inst.ssh_host if reachable(inst) else None
-    tags = [(t.key, t.value) for t in inst.tags] + system_tags(inst)
+def instance(view: InstanceView) -> dict:
+    inst = view.instance
+    host = view.ssh_endpoint[0] if view.ssh_endpoint else None
+    tags = list(view.tags) + system_tags(view)
     return {
         "instanceId": inst.id,
         "imageId": ami_id(inst.image, inst.image_version),
@@ -100,7 +98,7 @@ def instance(inst: Instance) -> dict:
         "instanceType": inst.size,
         "launchTime": inst.launch_time,
         # hostId: EC2's dedicated host id; here the host the scheduler placed the instance on
-        "placement": {"availabilityZone": availability_zone(), "groupName": "", "hostId": inst.host,
+        "placement": {"availabilityZone": view.availability_zone, "groupName": "", "hostId": inst.host,
                       "tenancy": "default"},
         "platformDetails": "Linux/UNIX",
         "monitoring": {"state": "disabled"},
@@ -114,13 +112,14 @@ def instance(inst: Instance) -> dict:
     }
 
 
-def reservations(rows: list[Instance]) -> list[dict]:
+def reservations(views: list[InstanceView]) -> list[dict]:
     """Instances grouped by reservation, in the order they come."""
     groups: dict[str, dict] = {}
-    for inst in rows:
+    for view in views:
+        inst = view.instance
         group = groups.get(inst.reservation_id)
         if group is None:
             group = groups[inst.reservation_id] = {"reservationId": inst.reservation_id, "ownerId": inst.owner,
                                                    "groupSet": [], "instancesSet": []}
-        group["instancesSet"].append(instance(inst))
+        group["instancesSet"].append(instance(view))
     return list(groups.values())

@@ -49,7 +49,7 @@ def _system_tags(ids: tuple[str, ...]) -> list[tuple[str, str, str]]:
     out, token = [], None
     while True:
         rows, token = svc.instances.describe(who, InstanceFilter(ids=ids), PAGE, token)
-        out += [(inst.id, key, value) for inst in rows for key, value in render.system_tags(inst)]
+        out += [(v.instance.id, key, value) for v in svc.views.page(rows) for key, value in render.system_tags(v)]
         if token is None:
             return out
 
