@@ -12,7 +12,8 @@ from computed.hosts.registry import HOST_NAME, HostState
 
 from .auth import current_caller
 from .blueprint import Blueprint
-from .schemas import HOST_NAME_PARAM, ErrorResponseSchema, HostCreateSchema, HostListSchema, HostSchema
+from .host_schemas import HOST_NAME_PARAM, HostCreateSchema, HostListSchema, HostSchema
+from .schemas import ErrorResponseSchema
 from .service import service
 
 blp = Blueprint("hosts", __name__, url_prefix="/v1/hosts", description="Hosts (admins only)")

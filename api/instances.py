@@ -14,8 +14,9 @@ from computed.store.models import Instance
 
 from .blueprint import Blueprint
 from .ports import port_view, spec
-from .schemas import (INSTANCE_ID_PARAM, ConsoleSchema, ErrorResponseSchema, InstanceCreateSchema, InstanceListSchema,
-                      InstanceQuerySchema, InstanceSchema, LaunchResultSchema)
+from .instance_schemas import (ConsoleSchema, InstanceCreateSchema, InstanceListSchema, InstanceQuerySchema,
+                               InstanceSchema, LaunchResultSchema)
+from .schemas import INSTANCE_ID_PARAM, ErrorResponseSchema
 from .auth import current_caller
 from .service import service
 

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from api.app import create_app
-from api.schemas import HOST_URI_PATTERN
+from api.host_schemas import HOST_URI_PATTERN
 from computed.compute.instances import RESERVED_TAG_PREFIXES, TAG_KEY
 from computed.settings import Settings
 
