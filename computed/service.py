@@ -20,7 +20,7 @@ from computed.compute.faults import Faults
 from computed.hosts.registry import Hosts
 from computed.compute.instances import Instances
 from computed.compute.keypairs import KeyPairs
-from computed.virt.libvirt.connection import LibvirtHost
+from computed.virt.driver import HostDriver
 from .errors import ServiceUnavailable
 from computed.compute.lifecycle import Lifecycle
 from computed.compute.state import CRASHED, DESTROYED_OUTSIDE, SELF_SHUTDOWN
@@ -83,9 +83,9 @@ class Service:
         self._housekeeper.start()
 
     @property
-    def host(self) -> LibvirtHost:
-        """The connection to the default host (``local``)."""
-        return self.provisioner.host
+    def default_driver(self) -> HostDriver:
+        """The driver of the default host (``local``)."""
+        return self.provisioner.default_driver
 
     def _guest_stopped(self, instance_id: str, how: str) -> None:
         reason = {"shutdown": SELF_SHUTDOWN, "destroyed": DESTROYED_OUTSIDE}.get(how, CRASHED)
@@ -138,7 +138,7 @@ class Service:
 
     def _connections(self) -> dict[str, int]:
         """How many times this process connected to each host (a change means a reconnection)."""
-        return {name: conn.connections for name, conn in self.hosts.connections().items()}
+        return {name: conn.connections for name, conn in self.hosts.drivers().items()}
 
     def close(self) -> None:
         self._stop.set()

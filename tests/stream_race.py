@@ -3,8 +3,8 @@ does to a copy-mode host at once, in a process of its own so that a crash is an 
 
 Two threads read the instance's console back through libvirt's storage streams
 (CopyStorage.console, as GET /v1/instances/ID/console does) READS times each, while two
-others ask the host's capacity (LibvirtHost.capacity, as the housekeeping's host check does)
-until they are done; all on one LibvirtHost, so on one connection with its keepalive and
+others ask the host's capacity (LibvirtDriver.capacity, as the housekeeping's host check does)
+until they are done; all on one LibvirtDriver, so on one connection with its keepalive and
 libvirt's event loop, as in the service. Prints a JSON line: the reads, the capacity calls,
 and the distinct console texts read."""
 
@@ -17,14 +17,14 @@ import threading
 from pathlib import Path
 
 from computed.virt.libvirt.copy_storage import CopyStorage
-from computed.virt.libvirt.connection import LibvirtHost
+from computed.virt.libvirt.connection import LibvirtDriver
 
 TAIL = 64 * 1024
 
 
 def main(uri: str, storage_dir: str, instance_id: str, reads: int) -> None:
     faulthandler.enable()
-    host = LibvirtHost(uri)
+    host = LibvirtDriver(uri)
     storage = CopyStorage(host, "remote", Path(storage_dir), db=None)
     done = threading.Event()
     texts: set[str] = set()

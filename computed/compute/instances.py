@@ -31,7 +31,8 @@ from computed.clock import Clock
 from computed.hosts.registry import Hosts, is_local
 from computed.store.models import Host, Instance, Tag, UsageEvent
 from .ports import PortSpec
-from computed.virt.provisioner import Provisioner, port_is_free
+from computed.hosts.addresses import port_is_free
+from computed.virt.provisioner import Provisioner
 from .scheduler import Scheduler
 from computed.settings import Settings
 from .sizes import Size, SizeCatalog

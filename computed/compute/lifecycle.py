@@ -14,8 +14,8 @@ from computed.clock import Clock
 from computed.metrics.counters import Metrics
 from computed.store.models import Instance
 from computed.store.processes import Processes
+from computed.virt.errors import LaunchError
 from computed.virt.provisioner import Provisioner, Undo
-from computed.virt.storage import LaunchError
 from computed.settings import Settings
 from .state import BOOT_FAILURE, INTERNAL_ERROR, USER_STOP, USER_TERMINATE, Reason, State, set_state
 from .worker import Worker
@@ -147,9 +147,10 @@ class Lifecycle:
             if inst is None or inst.state != State.RUNNING:
                 return
             # ready again means logged in to the new boot: the old one's sshd answers until it goes down
-            old_boot = None if self.provisioner.is_test(inst) else self.provisioner.boot_id(inst)
+            boots = self.provisioner.capabilities(inst).boots_guests
+            old_boot = self.provisioner.boot_id(inst) if boots else None
             self.provisioner.reboot(inst)
-            if old_boot is None and not self.provisioner.is_test(inst):
+            if old_boot is None and boots:
                 time.sleep(2)  # no boot id to tell the boots apart: give the old one a moment to go
         self._readiness(instance_id, first_boot=False, not_boot=old_boot)
 
@@ -160,7 +161,7 @@ class Lifecycle:
                 return
             self.faults.point("terminate.committed")
             try:
-                self.provisioner.destroy(inst)
+                self.provisioner.delete(inst)
             except Exception as e:
                 # stays shutting-down: terminating it again retries
                 log.warning("terminating %s failed, will retry when asked again: %s", instance_id, e)
@@ -194,8 +195,8 @@ class Lifecycle:
         A first boot that never answers SSH is a failed launch: the instance is terminated
         with the reason."""
         inst = self._load(instance_id)
-        if inst is None or self.provisioner.is_test(inst):
-            return  # libvirt's test driver runs no guest that could answer
+        if inst is None or not self.provisioner.capabilities(inst).boots_guests:
+            return  # no guest runs that could answer (libvirt's test driver)
         deadline = time.monotonic() + self.settings.boot_timeout
         client = self.provisioner.wait_for_ssh(inst, deadline, lambda: self._state(instance_id) == State.RUNNING,
                                                not_boot)

@@ -27,7 +27,9 @@ from computed.store.engine import Database
 from computed.errors import IncorrectInstanceState, InvalidParameterValue, PortInUse, PortNotFound
 from computed.hosts.registry import Hosts, is_local
 from computed.store.models import Instance, PortForward
-from computed.virt.provisioner import Provisioner, forwards, port_is_free
+from computed.hosts.addresses import port_is_free
+from computed.virt.driver import HostDriver
+from computed.virt.provisioner import Provisioner, forwards
 from computed.settings import Settings
 from .state import CHANGEABLE, State
 from .worker import Worker
@@ -195,30 +197,30 @@ class Ports:
     def _apply(self, inst: Instance, before: tuple[tuple[str, int, int], ...]) -> None:
         """INST's forwarded ports (changed from BEFORE) into its domain: the definition, and the
         running QEMU if it runs. Undone on failure (PortInUse if QEMU refused a port)."""
-        if self.provisioner.is_test(inst):
-            return  # libvirt's test driver keeps no QEMU command line and runs no QEMU
-        host = self.provisioner.host_of(inst)
-        old = host.definition(inst.domain_name)
+        if not self.provisioner.capabilities(inst).port_forwards:
+            return  # no QEMU command line to change, no QEMU running (libvirt's test driver)
+        driver = self.provisioner.driver_of(inst)
+        old = driver.definition(inst.domain_name)
         if old is None:
             raise IncorrectInstanceState(f"the instance {inst.id} has no domain on its host")
         after = forwards(inst)
-        host.define(domain_xml.with_forwards(old, inst.ssh_host, inst.ssh_port, after))
-        if inst.state != State.RUNNING or host.state(inst.domain_name) != "running":
+        driver.define(domain_xml.with_forwards(old, inst.ssh_host, inst.ssh_port, after))
+        if inst.state != State.RUNNING or driver.state(inst.domain_name) != "running":
             return
         done: list[str] = []
         try:
             for rule in (r for r in after if r not in before):
-                _monitor(host, inst.domain_name, f"hostfwd_add {domain_xml.NETDEV} {domain_xml.hostfwd(*rule)}")
+                _monitor(driver, inst.domain_name, f"hostfwd_add {domain_xml.NETDEV} {domain_xml.hostfwd(*rule)}")
                 done.append(f"hostfwd_remove {domain_xml.NETDEV} tcp:{rule[0]}:{rule[1]}")
             for rule in (r for r in before if r not in after):
-                _monitor(host, inst.domain_name, f"hostfwd_remove {domain_xml.NETDEV} tcp:{rule[0]}:{rule[1]}")
+                _monitor(driver, inst.domain_name, f"hostfwd_remove {domain_xml.NETDEV} tcp:{rule[0]}:{rule[1]}")
         except Exception:
             for undo in reversed(done):
                 try:
-                    host.monitor(inst.domain_name, undo)
+                    driver.monitor(inst.domain_name, undo)
                 except Exception:
                     log.exception("undoing a port forward of %s failed", inst.id)
-            host.define(old)
+            driver.define(old)
             raise
 
 
@@ -232,8 +234,8 @@ def _check_state(instance_id: str, inst: Instance | None) -> None:
 REFUSALS = ("could not", "invalid", "error")
 
 
-def _monitor(host, name: str, command: str) -> None:
+def _monitor(driver: HostDriver, name: str, command: str) -> None:
     """COMMAND on the domain's monitor; PortInUse with QEMU's words if its output says it was refused."""
-    out = host.monitor(name, command).strip()
+    out = driver.monitor(name, command).strip()
     if any(word in out.lower() for word in REFUSALS):
         raise PortInUse(f"QEMU refused {command.split()[0]} {command.split()[-1]}: {out}")

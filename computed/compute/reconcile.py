@@ -105,7 +105,7 @@ class Reconciler:
         return found
 
     def _host(self, host: Host, at_start: bool, found: Findings) -> None:
-        conn = self.hosts.connection(host.name, host.uri)
+        conn = self.hosts.driver(host.name, host.uri)
         # the store first, then the domains: a terminate removes the domain before it ends the
         # instance, so one finishing in between is never taken for an orphan domain
         with self.db.reading() as s:
@@ -119,7 +119,7 @@ class Reconciler:
             if instance_id not in live and not self.worker.busy(instance_id) and not self._exists_live(instance_id):
                 if conn.state(name) is None:
                     continue  # removed meanwhile by whoever ended it
-                conn.destroy(name)
+                conn.power_off(name)
                 conn.undefine(name)
                 found.orphan_domains.append(name)
         if host.image_mode != "shared":
@@ -202,7 +202,7 @@ class Reconciler:
                 self.lifecycle.readiness(instance_id)
                 return
         if state == State.PENDING and launching:
-            self.provisioner.destroy(inst)  # whatever the interrupted launch left
+            self.provisioner.delete(inst)  # whatever the interrupted launch left
             self.lifecycle.launch(instance_id)
         elif state == State.PENDING:
             self.lifecycle.start(instance_id)

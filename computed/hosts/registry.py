@@ -1,5 +1,5 @@
 """Hosts: the libvirt hosts instances run on. Each is a row in the store (shared by every API
-process) and, in each process, one libvirt connection (``LibvirtHost``).
+process) and, in each process, one driver (``computed.virt.driver.HostDriver``, libvirt's).
 
 A host's capacity (CPUs, memory) is what libvirt's getInfo said at its last check; what is
 allocated there is summed from its instances that are not terminated (a stopped instance
@@ -27,7 +27,8 @@ from sqlalchemy import func, select, update
 from computed.clock import Clock
 from computed.store.engine import Database
 from computed.errors import HostInUse, HostNotFound, InvalidHostDuplicate, InvalidParameterValue, ServiceUnavailable
-from computed.virt.libvirt.connection import LibvirtHost
+from computed.virt.driver import HostDriver
+from computed.virt.libvirt.connection import LibvirtDriver
 from computed.compute.state import State
 from computed.store.models import Host, Instance
 from computed.settings import Settings
@@ -145,7 +146,7 @@ class Hosts:
         self.db = db
         self.clock = clock
         self._guard = threading.Lock()
-        self._connections: dict[str, LibvirtHost] = {}
+        self._drivers: dict[str, HostDriver] = {}
         self._heard: dict[str, float] = {}  # host name -> monotonic time of its last good round trip here
         self._asked: set[str] = set()  # the hosts this process has checked at least once
         self._facts: dict[str, HostFacts] = {}
@@ -194,7 +195,7 @@ class Hosts:
                 raise InvalidHostDuplicate(f"a host named {name!r} exists already")
             if (other := s.scalar(select(Host.name).where(Host.uri == uri))) is not None:
                 raise InvalidHostDuplicate(f"the host {other!r} has the URI {uri} already")
-        conn = LibvirtHost(uri)
+        conn = LibvirtDriver(uri)
         try:
             cpus, memory_mib = conn.capacity()
         except ServiceUnavailable as e:
@@ -223,7 +224,7 @@ class Hosts:
             s.execute(update(Instance).where(Instance.host == name).values(host=None))
             s.delete(host)
         with self._guard:
-            conn = self._connections.pop(name, None)
+            conn = self._drivers.pop(name, None)
             self._heard.pop(name, None)
             self._facts.pop(name, None)
         if conn is not None:
@@ -265,12 +266,12 @@ class Hosts:
             self._facts[name] = facts
         return facts
 
-    # -- connections -------------------------------------------------------------------
+    # -- drivers -----------------------------------------------------------------------
 
-    def connection(self, name: str, uri: str | None = None) -> LibvirtHost:
-        """This process's connection to the host NAME (opened on first use)."""
+    def driver(self, name: str, uri: str | None = None) -> HostDriver:
+        """This process's driver of the host NAME (made on first use, connecting on its first call)."""
         with self._guard:
-            conn = self._connections.get(name)
+            conn = self._drivers.get(name)
             if conn is not None and (uri is None or conn.uri == uri):
                 return conn
         if uri is None:
@@ -279,17 +280,17 @@ class Hosts:
         if refused := refused_transport(uri):  # a host stored before the transport was refused
             raise ServiceUnavailable(f"the host {name} is not opened: {refused} (host rm, then host add)")
         with self._guard:
-            conn = self._connections.get(name)
+            conn = self._drivers.get(name)
             if conn is None or conn.uri != uri:
-                conn = LibvirtHost(uri)
+                conn = LibvirtDriver(uri)
                 conn.on_guest_stopped = self._guest_stopped
                 conn.on_error = functools.partial(self._libvirt_error, name)
-                self._connections[name] = conn
+                self._drivers[name] = conn
             return conn
 
-    def connections(self) -> dict[str, LibvirtHost]:
+    def drivers(self) -> dict[str, HostDriver]:
         with self._guard:
-            return dict(self._connections)
+            return dict(self._drivers)
 
     def _guest_stopped(self, instance_id: str, how: str) -> None:
         if self.on_guest_stopped is not None:
@@ -302,8 +303,8 @@ class Hosts:
     def close(self) -> None:
         self._askers.shutdown(wait=False, cancel_futures=True)
         with self._guard:
-            conns = list(self._connections.values())
-            self._connections.clear()
+            conns = list(self._drivers.values())
+            self._drivers.clear()
         for conn in conns:
             conn.close()
 
@@ -319,7 +320,7 @@ class Hosts:
             hosts = list(s.execute(q))
         def ask(name: str, uri: str) -> tuple[tuple[int, int] | None, str | None]:
             try:
-                return self.connection(name, uri).capacity(), None
+                return self.driver(name, uri).capacity(), None
             except ServiceUnavailable as e:
                 return None, e.message
 

@@ -1,21 +1,17 @@
 """What an instance is made of on its host, and the steps that make and unmake it: an
-SSH port on the host, a qcow2 overlay on the image's base disk, a NoCloud seed, a libvirt
-domain. A launch that fails part-way undoes the steps it completed, last first. Each
-instance is worked on through its own host's connection and storage (``hosts``,
-``storage``)."""
+SSH port on the host, a qcow2 overlay on the image's base disk, a NoCloud seed, a domain.
+A launch that fails part-way undoes the steps it completed, last first. Each instance is
+worked on through its own host's driver and storage (``hosts``, ``storage``)."""
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import paramiko
-from sqlalchemy.engine import make_url
 
 from images.manifest import Manifest, ManifestError
 from images.store import StoredImage
@@ -23,11 +19,13 @@ from images.store import StoredImage
 from . import cloudinit, domain_xml, ssh
 from computed.compute.faults import Faults
 from computed.hosts.registry import DEFAULT_HOST, Hosts
-from computed.virt.libvirt.connection import LibvirtHost
+from .driver import Capabilities, HostDriver
+from .errors import LaunchError
 from .management_key import ManagementKey
+from computed.store.identity import store_id
 from computed.store.models import Instance
 from computed.settings import Settings
-from .storage import InstanceFiles, LaunchError, Seed, SharedStorage, Storage, for_host
+from .storage import InstanceFiles, Seed, SharedStorage, Storage, for_host
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +58,17 @@ class Provisioner:
         self.shared = SharedStorage(settings.instances_dir)
 
     @property
-    def host(self) -> LibvirtHost:
-        """The connection to the default host (``local``)."""
-        return self.hosts.connection(DEFAULT_HOST)
+    def default_driver(self) -> HostDriver:
+        """The driver of the default host (``local``)."""
+        return self.hosts.driver(DEFAULT_HOST)
 
-    def host_of(self, inst: Instance) -> LibvirtHost:
-        """The connection to the host INST was placed on."""
-        return self.hosts.connection(inst.host, inst.host_uri)
+    def driver_of(self, inst: Instance) -> HostDriver:
+        """The driver of the host INST was placed on."""
+        return self.hosts.driver(inst.host, inst.host_uri)
+
+    def capabilities(self, inst: Instance) -> Capabilities:
+        """What the driver of INST's host can do with its domain."""
+        return self.driver_of(inst).capabilities
 
     def storage_of(self, inst: Instance) -> Storage:
         return self.storage(inst.host)
@@ -75,7 +77,7 @@ class Provisioner:
         facts = self.hosts.facts(host_name)
         if facts.image_mode == "shared":
             return self.shared
-        return for_host(facts, self.hosts.connection(host_name, facts.uri), self.settings.instances_dir,
+        return for_host(facts, self.hosts.driver(host_name, facts.uri), self.settings.instances_dir,
                         self.hosts.db)
 
     def files(self, instance_id: str) -> InstanceFiles:
@@ -102,12 +104,12 @@ class Provisioner:
     def create(self, inst: Instance, undo: Undo) -> None:
         """Disk, seed, domain for INST on its host; then start it. Each step registers its undo."""
         image = self.image_of(inst)
-        host = self.host_of(inst)
+        driver = self.driver_of(inst)
         keys = [k for k in (inst.public_key, self.key.public_openssh) if k]
         seed = Seed(cloudinit.meta_data(inst.id, inst.id, keys), inst.user_data or b"")
         paths = self.storage_of(inst).create(inst.id, image, inst.disk_gib, seed, undo, self.faults)
         self.faults.point("launch.seed")
-        domain_type = host.domain_type(self.settings.domain_type, paths.kernel, paths.initrd,
+        domain_type = driver.domain_type(self.settings.domain_type, paths.kernel, paths.initrd,
                                        self.settings.instances_dir / ".probe")
         spec = domain_xml.DomainSpec(
             name=inst.domain_name, domain_type=domain_type, vcpus=inst.vcpus, memory_mib=inst.memory_mib,
@@ -117,47 +119,43 @@ class Provisioner:
             metadata={"id": inst.id, "store": self.store, "owner": inst.owner, "size": inst.size, "image": inst.image,
                       "image-version": inst.image_version, "reservation": inst.reservation_id,
                       "host": inst.host or ""})
-        host.define(domain_xml.build(spec))
-        undo.push("domain", lambda: self.remove_domain(inst))
+        driver.define(domain_xml.build(spec))
+        undo.push("domain", lambda: self.delete_domain(inst))
         self.faults.point("launch.defined")
-        host.start(inst.domain_name)
+        driver.start(inst.domain_name)
         self.faults.point("launch.started")
 
     # -- power -------------------------------------------------------------------------
 
     def start(self, inst: Instance) -> None:
-        self.host_of(inst).start(inst.domain_name)
+        self.driver_of(inst).start(inst.domain_name)
 
     def stop(self, inst: Instance) -> bool:
         """ACPI power-off, waiting up to the stop timeout, then pull the plug. True if the
         guest shut down by itself."""
-        host = self.host_of(inst)
-        host.shutdown(inst.domain_name)
-        clean = host.wait_for_state(inst.domain_name, "shutoff", self.settings.stop_timeout)
+        driver = self.driver_of(inst)
+        driver.shutdown(inst.domain_name)
+        clean = driver.wait_for_state(inst.domain_name, "shutoff", self.settings.stop_timeout)
         if not clean:
-            host.destroy(inst.domain_name)
+            driver.power_off(inst.domain_name)
         return clean
 
     def reboot(self, inst: Instance) -> None:
-        self.host_of(inst).reboot(inst.domain_name)
+        self.driver_of(inst).reboot(inst.domain_name)
 
     def is_off(self, inst: Instance) -> bool:
-        return self.host_of(inst).state(inst.domain_name) in ("shutoff", "crashed", None)
-
-    def is_test(self, inst: Instance) -> bool:
-        """Whether INST is on libvirt's test driver, where no guest runs that could answer."""
-        return inst.host_uri.startswith("test")
+        return self.driver_of(inst).state(inst.domain_name) in ("shutoff", "crashed", None)
 
     # -- terminate ---------------------------------------------------------------------
 
-    def remove_domain(self, inst: Instance) -> None:
-        host = self.host_of(inst)
-        host.destroy(inst.domain_name)
-        host.undefine(inst.domain_name)
+    def delete_domain(self, inst: Instance) -> None:
+        driver = self.driver_of(inst)
+        driver.power_off(inst.domain_name)
+        driver.undefine(inst.domain_name)
 
-    def destroy(self, inst: Instance) -> None:
+    def delete(self, inst: Instance) -> None:
         """Everything the instance had on its host: domain, disk, seed, console log."""
-        self.remove_domain(inst)
+        self.delete_domain(inst)
         self.faults.point("terminate.domain")
         self.storage_of(inst).remove(inst.id)
         self.faults.point("terminate.files")
@@ -218,26 +216,9 @@ def _boot_id(client) -> str | None:
     return out.strip() if rc == 0 and out.strip() else None
 
 
-def store_id(database_url: str) -> str:
-    """Which store a domain belongs to (in its metadata), so that services sharing one
-    libvirt host never take each other's domains for orphans."""
-    shown = make_url(database_url).render_as_string(hide_password=True)
-    return hashlib.sha256(shown.encode()).hexdigest()[:16]
-
-
 def forwards(inst: Instance) -> tuple[tuple[str, int, int], ...]:
     """INST's forwarded ports (``ports``) as its domain's XML takes them."""
     return tuple((p.host_address, p.host_port, p.guest_port) for p in sorted(inst.ports, key=lambda p: p.host_port))
-
-
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-            return True
-        except OSError:
-            return False
 
 
 @functools.lru_cache(maxsize=256)

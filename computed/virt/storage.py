@@ -21,15 +21,8 @@ from typing import Protocol
 from images.store import StoredImage
 
 from . import cloudinit
-from computed.virt.libvirt.connection import LibvirtHost
-
-
-class LaunchError(RuntimeError):
-    """A launch step failed; ``code`` is the instance's state reason code."""
-
-    def __init__(self, message: str, code: str = "Server.InternalError"):
-        super().__init__(message)
-        self.code = code
+from .driver import HostDriver
+from .errors import LaunchError
 
 
 @dataclass(frozen=True)
@@ -140,10 +133,11 @@ def tail(path: Path, limit: int) -> str:
         return ""
 
 
-def for_host(host, conn: LibvirtHost, instances_dir: Path, db) -> Storage:
-    """The storage of HOST (a ``Host`` row, or its facts), reached through CONN."""
+def for_host(host, driver: HostDriver, instances_dir: Path, db) -> Storage:
+    """The storage of HOST (a ``Host`` row, or its facts), reached through DRIVER (for a
+    host in copy mode, a libvirt driver: the copy goes through libvirt's storage API)."""
     if host.image_mode == "copy":
         from computed.virt.libvirt.copy_storage import CopyStorage
-        return CopyStorage(conn, host.name, Path(host.storage_dir), db)
+        return CopyStorage(driver, host.name, Path(host.storage_dir), db)
     return SharedStorage(instances_dir)
 

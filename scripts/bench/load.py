@@ -277,7 +277,7 @@ def audit(svc, results: list[dict]) -> tuple[list[str], list[str]]:
 
     view = read_store(svc.db)
     instances, events = view.instances, view.events
-    domains = {d.name() for d in svc.host.conn().listAllDomains()}
+    domains = {d.name() for d in svc.default_driver.conn().listAllDomains()}
 
     records = [{"owner": r["account_id"], "token": launch["token"], "count": launch["count"], "ids": launch["ids"]}
                for r in results for launch in r["launches"]]
@@ -443,7 +443,7 @@ def run(args, svc, url: str, processes: int, accounts: int, ports: tuple[int, in
         svc.instances.terminate(admin, instance_id)
     if not svc.worker.idle(timeout=120):
         problems.append("terminating the instances left did not finish within 120 s")
-    stray = sorted(name for name in (d.name() for d in svc.host.conn().listAllDomains())
+    stray = sorted(name for name in (d.name() for d in svc.default_driver.conn().listAllDomains())
                    if name.startswith("computed-"))
     if stray:
         problems.append(f"{len(stray)} domains left after terminating everything: {stray[:5]}")

@@ -28,9 +28,10 @@ from computed.virt import cloudinit
 from computed.virt.libvirt.copy_storage import CopyStorage, image_volume_name, pool_names
 from computed.store.engine import Database
 from computed.hosts.registry import HostFacts
-from computed.virt.libvirt.connection import LibvirtHost
+from computed.virt.libvirt.connection import LibvirtDriver
 from computed.store.models import Host, HostImage
-from computed.virt.storage import LaunchError, Seed, for_host
+from computed.virt.errors import LaunchError
+from computed.virt.storage import Seed, for_host
 from images.store import ImageStore
 from tests import libvirtd_lock
 from tests.fakes import publish_with_disk
@@ -95,7 +96,7 @@ def image(tmp_path):
 
 @pytest.fixture
 def host():
-    conn = LibvirtHost(URI)
+    conn = LibvirtDriver(URI)
     yield conn
     conn.close()
 

@@ -73,7 +73,7 @@ def test_a_host_that_never_answers_is_unreachable_after_the_open_timeout(monkeyp
                 pass
 
     threading.Thread(target=accept, daemon=True).start()
-    host = libvirt_driver.LibvirtHost(f"qemu+tcp://127.0.0.1:{silent.getsockname()[1]}/system")
+    host = libvirt_driver.LibvirtDriver(f"qemu+tcp://127.0.0.1:{silent.getsockname()[1]}/system")
     try:
         with pytest.raises(ServiceUnavailable) as e:
             host.capacity()
@@ -105,7 +105,7 @@ def test_a_stored_host_on_a_refused_transport_is_unreachable_and_never_opened(tm
         assert "the host old is not opened: the libssh transport is not supported" in errors["old"]
         assert (hosts.get("old").host.reachable, hosts.get("old").host.last_error) == (False, errors["old"])
         with pytest.raises(ServiceUnavailable, match="host rm, then host add"):
-            hosts.connection("old")
+            hosts.driver("old")
         assert opened == []
     finally:
         hosts.close()

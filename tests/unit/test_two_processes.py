@@ -622,7 +622,7 @@ def test_two_processes_on_one_postgresql_store_hammered_at_once(new_postgres_dat
     from computed.clock import Clock
     from computed.store.engine import Database
     from computed.hosts.registry import Hosts
-    from computed.virt.provisioner import store_id
+    from computed.store.identity import store_id
     from computed.accounts.secret_box import SecretBox
     from computed.settings import Settings
     from images.store import ImageStore

@@ -23,7 +23,8 @@ import requests
 from sqlalchemy import create_engine, text
 
 from computed.compute.faults import POINTS
-from computed.virt.provisioner import port_is_free, store_id
+from computed.hosts.addresses import port_is_free
+from computed.store.identity import store_id
 
 from tests.store_domains import remove_store_domains, store_domains
 

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from computed.virt import ssh
 from computed.virt.libvirt.copy_storage import CopyStorage, image_volume_name, pool_names
 from computed.store.models import HostImage, Instance
-from computed.virt.provisioner import port_is_free
+from computed.hosts.addresses import port_is_free
 from images.manifest import sha256_file
 
 from .service_harness import RunningService, domain_names

@@ -20,7 +20,7 @@ import requests
 import computed.compute.ports
 
 from computed.virt import ssh
-from computed.virt.provisioner import port_is_free
+from computed.hosts.addresses import port_is_free
 from images.store import ImageStore
 
 from .service_harness import RunningService, domain_names
@@ -119,7 +119,7 @@ def check_forwarded_ports(svc, inst: dict, client: paramiko.SSHClient, monkeypat
     assert error["code"] == "InvalidPort.InUse" and "QEMU" in error["message"], error
     listed = svc.call("GET", f"/v1/instances/{inst['id']}/ports")["ports"]
     assert sorted(p["guest_port"] for p in listed) == [8080, 9090]
-    definition = svc.service.host.definition(f"computed-{inst['id']}")
+    definition = svc.service.default_driver.definition(f"computed-{inst['id']}")
     assert f":{taken}-" not in definition and f":{added['host_port']}-:9090" in definition
 
     svc.call("DELETE", f"/v1/instances/{inst['id']}/ports/{added['host_port']}", expect=204)

@@ -1,6 +1,8 @@
-"""The libvirt driver: the only module that talks to libvirt. One ``LibvirtHost`` per
-libvirt URI; a lost connection is reopened on the next call, and a host that cannot be
-reached is reported as ServiceUnavailable (503), never as a crash."""
+"""The libvirt driver: the host driver (``computed.virt.driver.HostDriver``) on libvirt. One
+``LibvirtDriver`` per libvirt URI; a lost connection is reopened on the next call, and a
+host that cannot be reached is reported as ServiceUnavailable (503), never as a crash.
+libvirt's test driver (``test:///...``) is one configuration of it: its domains are
+defined and started but run no guest and no QEMU, which its ``capabilities`` say."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import libvirt
 import libvirt_qemu
 
 from computed.virt import domain_xml
+from computed.virt.driver import Capabilities
 from computed.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,11 @@ STOPPED_DETAILS = {
 DOMAIN_PREFIX = "computed-"
 #: how long opening a connection may take before the host counts as unreachable, in seconds
 OPEN_TIMEOUT = 15.0
+
+#: libvirt's test driver: domains that run nothing (no guest, no QEMU command line)
+TEST_DRIVER = Capabilities(boots_guests=False, port_forwards=False)
+#: QEMU (qemu:///system, qemu+ssh://..., any URI but the test driver's)
+QEMU = Capabilities(boots_guests=True, port_forwards=True)
 
 _events_lock = threading.Lock()
 _events_started = False
@@ -68,8 +76,14 @@ def _start_event_loop() -> None:
         _events_started = True
 
 
+def capabilities_of(uri: str) -> Capabilities:
+    """What the domains of the libvirt URI can do, known from the URI without connecting:
+    libvirt's test driver (test:///default, test+unix:///PATH.xml, ...) or QEMU."""
+    return TEST_DRIVER if uri.startswith("test") else QEMU
+
+
 def _reported(operation: str):
-    """A LibvirtHost method whose libvirt errors are reported (``on_error``) as OPERATION's."""
+    """A LibvirtDriver method whose libvirt errors are reported (``on_error``) as OPERATION's."""
     def wrap(method):
         @functools.wraps(method)
         def reporting(self, *args, **kwargs):
@@ -82,9 +96,12 @@ def _reported(operation: str):
     return wrap
 
 
-class LibvirtHost:
+class LibvirtDriver:
+    """The host driver of one libvirt URI."""
+
     def __init__(self, uri: str):
         self.uri = uri
+        self.capabilities = capabilities_of(uri)
         self._conn: libvirt.virConnect | None = None
         self._opening: Future | None = None  # a libvirt.open under way (under _lock)
         self._lock = threading.RLock()
@@ -253,9 +270,9 @@ class LibvirtHost:
         if dom is not None and dom.isActive():
             dom.reboot(0)
 
-    @_reported("destroy")
-    def destroy(self, name: str) -> None:
-        """Power off at once (no-op if not running or not defined)."""
+    @_reported("destroy")  # libvirt's name for it, the metrics label users see
+    def power_off(self, name: str) -> None:
+        """Power off at once (no-op if not running or not defined): libvirt's destroy."""
         dom = self._domain(name)
         if dom is not None and dom.isActive():
             try:

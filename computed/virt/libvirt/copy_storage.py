@@ -41,9 +41,10 @@ from images.store import StoredImage
 
 from computed.virt import cloudinit
 from computed.errors import ServiceUnavailable
-from .connection import LibvirtHost
+from .connection import LibvirtDriver
 from computed.store.models import HostImage
-from computed.virt.storage import HostPaths, LaunchError, Seed
+from computed.virt.errors import LaunchError
+from computed.virt.storage import HostPaths, Seed
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def _code(e: libvirt.libvirtError) -> int:
 class CopyStorage:
     """The Storage of a host in copy mode (see the module's docstring)."""
 
-    def __init__(self, host: LibvirtHost, host_name: str, storage_dir: Path, db):
+    def __init__(self, host: LibvirtDriver, host_name: str, storage_dir: Path, db):
         self.host = host
         self.host_name = host_name
         self.storage_dir = Path(storage_dir)

@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 import images.store
 from api.app import create_app
 from computed.accounts.registry import Credentials
-from computed.virt.provisioner import port_is_free
+from computed.hosts.addresses import port_is_free
 from computed.settings import Settings
 from images.manifest import describe_artifact
 from images.store import ImageStore
@@ -167,7 +167,7 @@ def make_app(settings: Settings, image):
         service = app.extensions["computed"]
         service.worker.idle(60)
         try:
-            remove_our_domains(service.host.conn())
+            remove_our_domains(service.default_driver.conn())
         finally:
             service.close()
     conn = libvirt.open(TEST_URI)  # whatever a failed teardown above left behind
@@ -207,7 +207,7 @@ def our_domains(service):
     """our_domains() -> {name: libvirt state} of the computed-* domains on test:///default."""
 
     def list_domains(svc=None) -> dict[str, str]:
-        host = (svc or service).host
+        host = (svc or service).default_driver
         return {d.name(): host.state(d.name()) for d in host.conn().listAllDomains()
                 if d.name().startswith(DOMAIN_PREFIX)}
 

@@ -244,7 +244,7 @@ def test_instances_show_their_placement(admin, client, node_uri, launch, wait, s
     def unreachable():
         raise ServiceUnavailable("the libvirt host cannot be reached: gone")
 
-    monkeypatch.setattr(service.hosts.connection("node-2"), "capacity", unreachable)
+    monkeypatch.setattr(service.hosts.driver("node-2"), "capacity", unreachable)
     assert service.hosts.check()["node-2"]
     node = hosts(admin)["node-2"]
     assert node["reachable"] is False and "gone" in node["last_error"]

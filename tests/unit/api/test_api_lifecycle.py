@@ -93,12 +93,12 @@ def test_stop_then_start(client, running, wait, our_domains):
 
 
 def test_stop_pulls_the_plug_when_the_guest_ignores_acpi(make_app, wait, our_domains, monkeypatch):
-    from computed.virt.libvirt.connection import LibvirtHost
+    from computed.virt.libvirt.connection import LibvirtDriver
     app = make_app(stop_timeout=1)
     client, svc = app.test_client(), app.extensions["computed"]
     instance_id = client.post("/v1/instances", json={"size": "t3.micro"}).get_json()["instances"][0]["id"]
     wait(svc)
-    monkeypatch.setattr(LibvirtHost, "shutdown", lambda self, name: None)  # the guest does not react
+    monkeypatch.setattr(LibvirtDriver, "shutdown", lambda self, name: None)  # the guest does not react
     act(client, instance_id, "stop")
     wait(svc)
     assert state(client, instance_id) == "stopped"
@@ -212,9 +212,9 @@ def test_terminate(client, running, wait, our_domains, settings, expect_error, b
 def test_a_failed_termination_can_be_retried(client, running, wait, our_domains, monkeypatch):
     import libvirt
 
-    from computed.virt.libvirt.connection import LibvirtHost
+    from computed.virt.libvirt.connection import LibvirtDriver
     instance_id = running()
-    destroy, failures = LibvirtHost.destroy, []
+    destroy, failures = LibvirtDriver.power_off, []
 
     def fails_once(self, name):
         if not failures:
@@ -222,7 +222,7 @@ def test_a_failed_termination_can_be_retried(client, running, wait, our_domains,
             raise libvirt.libvirtError("the host hiccuped")
         destroy(self, name)
 
-    monkeypatch.setattr(LibvirtHost, "destroy", fails_once)
+    monkeypatch.setattr(LibvirtDriver, "power_off", fails_once)
     client.delete(f"/v1/instances/{instance_id}")
     wait()
     assert failures

@@ -207,8 +207,8 @@ def test_with_forwards_replaces_only_the_forwards():
 def test_forwards_survive_libvirtd(tmp_path, libvirtd_up):
     """qemu:///system keeps the forwards in a domain's persistent definition, and a rewrite of
     them (define only: nothing boots)."""
-    from computed.virt.libvirt.connection import LibvirtHost
-    host = LibvirtHost("qemu:///system")
+    from computed.virt.libvirt.connection import LibvirtDriver
+    host = LibvirtDriver("qemu:///system")
     name = f"computed-test-forwards-{tmp_path.name[-8:]}"
     xml = domain_xml.build(spec(name=name, domain_type="qemu", forwards=(("127.0.0.1", 8080, 80),)))
     host.define(xml)

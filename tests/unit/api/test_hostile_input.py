@@ -514,7 +514,7 @@ def test_odd_tags_round_trip_and_make_valid_domain_xml(client, service, wait, tm
     assert client.get(f"/v1/instances/{inst['id']}").get_json()["tags"] == ODD_TAGS
 
     # the domain's XML as libvirt keeps it: well-formed, ours, and with no element a tag value made
-    domain = service.host.conn().lookupByName(f"computed-{inst['id']}")
+    domain = service.default_driver.conn().lookupByName(f"computed-{inst['id']}")
     xml = domain.XMLDesc()
     root = ET.fromstring(xml)
     meta = root.find(f"metadata/{{{METADATA_NS}}}instance")

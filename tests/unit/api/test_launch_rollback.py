@@ -8,7 +8,7 @@ import libvirt
 import pytest
 
 from computed.virt import cloudinit
-from computed.virt.libvirt.connection import LibvirtHost
+from computed.virt.libvirt.connection import LibvirtDriver
 
 
 def launch_and_wait(client, wait, **body) -> dict:
@@ -62,7 +62,7 @@ def test_failure_at_define(client, wait, service, settings, our_domains, monkeyp
     def broken(self, xml):
         raise libvirt.libvirtError("define refused by the test")
 
-    monkeypatch.setattr(LibvirtHost, "define", broken)
+    monkeypatch.setattr(LibvirtDriver, "define", broken)
     (got,) = launch_and_wait(client, wait).values()
     assert_rolled_back(got, service, settings, our_domains)
     assert got["state_reason"]["code"] == "Server.InternalError"
@@ -73,7 +73,7 @@ def test_failure_at_define(client, wait, service, settings, our_domains, monkeyp
 
 def test_failure_at_start(client, wait, service, settings, our_domains, monkeypatch):
     defined = []
-    define = LibvirtHost.define
+    define = LibvirtDriver.define
 
     def recording_define(self, xml):
         define(self, xml)
@@ -82,8 +82,8 @@ def test_failure_at_start(client, wait, service, settings, our_domains, monkeypa
     def broken(self, name):
         raise libvirt.libvirtError("start refused by the test")
 
-    monkeypatch.setattr(LibvirtHost, "define", recording_define)
-    monkeypatch.setattr(LibvirtHost, "start", broken)
+    monkeypatch.setattr(LibvirtDriver, "define", recording_define)
+    monkeypatch.setattr(LibvirtDriver, "start", broken)
     (got,) = launch_and_wait(client, wait).values()
     assert len(defined) == 1  # the domain was defined, and undone
     assert_rolled_back(got, service, settings, our_domains)
@@ -93,7 +93,7 @@ def test_failure_at_start(client, wait, service, settings, our_domains, monkeypa
 
 
 def test_one_failure_does_not_touch_the_others(client, wait, service, settings, our_domains, monkeypatch):
-    start = LibvirtHost.start
+    start = LibvirtDriver.start
     calls = []
 
     def second_fails(self, name):
@@ -102,7 +102,7 @@ def test_one_failure_does_not_touch_the_others(client, wait, service, settings, 
             raise libvirt.libvirtError("only the second start fails")
         start(self, name)
 
-    monkeypatch.setattr(LibvirtHost, "start", second_fails)
+    monkeypatch.setattr(LibvirtDriver, "start", second_fails)
     launched = launch_and_wait(client, wait, count=3)
     failed = [i for i in launched.values() if i["state"]["name"] == "terminated"]
     ok = [i for i in launched.values() if i["state"]["name"] == "running"]
@@ -121,8 +121,8 @@ def test_a_failing_undo_step_still_ends_the_launch(client, wait, service, settin
     def broken_undefine(self, name):
         raise libvirt.libvirtError("undefine refused by the test")
 
-    monkeypatch.setattr(LibvirtHost, "start", broken_start)
-    monkeypatch.setattr(LibvirtHost, "undefine", broken_undefine)
+    monkeypatch.setattr(LibvirtDriver, "start", broken_start)
+    monkeypatch.setattr(LibvirtDriver, "undefine", broken_undefine)
     (got,) = launch_and_wait(client, wait).values()
     assert got["state"]["name"] == "terminated"
     assert "start refused" in got["state_reason"]["message"]
@@ -140,7 +140,7 @@ def test_port_of_a_failed_launch_is_reused(make_app, wait, monkeypatch, free_por
         raise libvirt.libvirtError("refused by the test")
 
     with monkeypatch.context() as m:
-        m.setattr(LibvirtHost, failure, broken)
+        m.setattr(LibvirtDriver, failure, broken)
         first = client.post("/v1/instances", json={"size": "t3.micro"}).get_json()["instances"][0]
         wait(svc)
     assert first["ssh"]["port"] == port

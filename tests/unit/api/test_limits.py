@@ -76,7 +76,7 @@ def everything_of(svc: Service) -> dict[str, set[str]]:
         rows = set(s.scalars(select(Instance.id)))
         events = set(s.scalars(select(UsageEvent.instance_id)))
     files = {p.name for p in svc.settings.instances_dir.iterdir()}
-    domains = {d.name().removeprefix(DOMAIN_PREFIX) for d in svc.host.conn().listAllDomains()
+    domains = {d.name().removeprefix(DOMAIN_PREFIX) for d in svc.default_driver.conn().listAllDomains()
                if d.name().startswith(DOMAIN_PREFIX)}
     return {"rows": rows, "usage events": events, "files": files, "domains": domains}
 

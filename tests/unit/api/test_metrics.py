@@ -22,7 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from computed.clock import FakeClock
 from computed.billing.metering import per_second_rate
 from computed.settings import Settings, SettingsError
-from computed.virt.storage import LaunchError
+from computed.virt.driver import Capabilities
+from computed.virt.errors import LaunchError
 
 T0 = dt.datetime(2026, 3, 1, 10, 30, tzinfo=dt.UTC)
 STATES = {"pending", "running", "stopping", "stopped", "shutting-down", "terminated"}
@@ -209,7 +210,8 @@ def test_launch_to_ssh_ready(monkeypatch, make_app):
         clock.advance(seconds=42)
         return Session()
 
-    monkeypatch.setattr(svc.provisioner, "is_test", lambda inst: False)
+    real_guests = Capabilities(boots_guests=True, port_forwards=True)
+    monkeypatch.setattr(svc.provisioner, "capabilities", lambda inst: real_guests)
     monkeypatch.setattr(svc.provisioner, "wait_for_ssh", logged_in)
     monkeypatch.setattr(svc.provisioner, "check_engine", lambda inst, session: (True, ""))
     (iid,) = launch(app)
@@ -299,7 +301,7 @@ def test_host_gauges_are_the_hosts_numbers(app, client, scrape, service, admin_a
 def test_libvirt_errors_of_a_host_that_cannot_be_reached(client, scrape, service, admin_auth, node_uri, tmp_path):
     uri = node_uri(name="gone")
     assert client.post("/v1/hosts", json={"name": "node-2", "uri": uri}, auth=admin_auth).status_code == 201
-    service.hosts.connection("node-2").close()  # whatever the housekeeping opened meanwhile
+    service.hosts.driver("node-2").close()  # whatever the housekeeping opened meanwhile
     (tmp_path / "gone.xml").unlink()  # the test driver reads its node at each connection
 
     errors = service.hosts.check()

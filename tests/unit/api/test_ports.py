@@ -40,13 +40,13 @@ def running(client, launch, wait):
 def defined(service, monkeypatch):
     """The domain XML each launch defined, by domain name."""
     seen = {}
-    define = type(service.host).define
+    define = type(service.default_driver).define
 
     def spy(host, xml):
         name = xml.split("<name>", 1)[1].split("</name>", 1)[0]
         seen[name] = xml
         define(host, xml)
-    monkeypatch.setattr(type(service.host), "define", spy)
+    monkeypatch.setattr(type(service.default_driver), "define", spy)
     return seen
 
 
@@ -252,7 +252,7 @@ def test_the_same_client_token_with_other_ports_is_another_request(client, launc
 
 
 def test_a_failed_launch_releases_its_ports(client, launch, service, free_port, monkeypatch):
-    from computed.virt.storage import LaunchError
+    from computed.virt.errors import LaunchError
 
     def fail(inst, undo):
         raise LaunchError("the disk could not be made", "Server.InternalError")

@@ -109,7 +109,7 @@ def test_another_processes_guest_event_is_left_to_it(make_app):
     clock = FakeClock(T0)
     app_a, a, _, b = two_services(make_app, clock)
     iid = launch(app_a, a)
-    a.host.destroy(f"computed-{iid}")  # the guest went off; both processes hear of it
+    a.default_driver.power_off(f"computed-{iid}")  # the guest went off; both processes hear of it
     b.lifecycle.guest_stopped(iid, ("Client.InstanceInitiatedShutdown", "Instance initiated shutdown"))
     assert b.worker.idle(60)
     assert row(b, iid).state == "running"  # b leaves a's instance to a

@@ -58,7 +58,7 @@ def ready(make_app, clock=None, events: bool = True, **changes):
     app = make_app(clock=clock, **changes)
     svc = app.extensions["computed"]
     if not events:
-        svc.host.on_guest_stopped = None
+        svc.default_driver.on_guest_stopped = None
     assert svc.reconciled.wait(60), "the at-start reconciliation did not finish"
     assert svc.worker.idle(60)
     return app, svc
@@ -137,7 +137,7 @@ def events(svc, iid: str) -> list[tuple[str, dt.datetime]]:
 
 
 def domain_state(svc, iid: str) -> str | None:
-    return svc.host.state(f"computed-{iid}")
+    return svc.default_driver.state(f"computed-{iid}")
 
 
 def domain_id(iid: str) -> int:
@@ -147,7 +147,7 @@ def domain_id(iid: str) -> int:
 
 
 def our_names(svc) -> list[str]:
-    return sorted(d.name() for d in svc.host.conn().listAllDomains() if d.name().startswith("computed-"))
+    return sorted(d.name() for d in svc.default_driver.conn().listAllDomains() if d.name().startswith("computed-"))
 
 
 @contextmanager
@@ -211,7 +211,7 @@ def test_orphan_domains_are_removed_and_others_left(make_app):
     assert sorted(found.orphan_domains) == sorted([f"computed-{deleted}", f"computed-{ended}", stray])
     assert found.vanished == found.powered_off == found.resumed == []
     assert our_names(svc) == sorted([f"computed-{kept}", never_known, others, bare])
-    assert svc.host.state(others) == "running" and svc.host.state(bare) == "running"
+    assert svc.default_driver.state(others) == "running" and svc.default_driver.state(bare) == "running"
     assert domain_state(svc, kept) == "running" and row(svc, kept).state == "running"
     with virsh() as conn:
         assert builtin <= {d.name() for d in conn.listAllDomains()}  # the driver's own "test" domain
@@ -326,7 +326,7 @@ def test_interrupted_stop_is_carried_out(make_app):
 def test_interrupted_stop_whose_guest_is_already_off(make_app):
     app, svc = ready(make_app, FakeClock(T0), events=False)
     iid = launch(app, svc)
-    svc.provisioner.host.destroy(f"computed-{iid}")  # stop.off
+    svc.provisioner.default_driver.power_off(f"computed-{iid}")  # stop.off
     set_row(svc, iid, state="stopping", state_changed_at=BEFORE_START)
     svc.reconciler.run(at_start=True)
     assert svc.worker.idle(60)
@@ -338,7 +338,7 @@ def test_interrupted_terminate_is_carried_out(make_app, point):
     app, svc = ready(make_app, FakeClock(T0), events=False)
     iid = launch(app, svc)
     if point != "terminate.committed":
-        svc.provisioner.remove_domain(row(svc, iid))
+        svc.provisioner.delete_domain(row(svc, iid))
     if point == "terminate.files":
         shutil.rmtree(svc.settings.instances_dir / iid)
     set_row(svc, iid, state="shutting-down", state_changed_at=BEFORE_START)
@@ -373,7 +373,7 @@ def test_a_launch_cut_short_is_rolled_back_and_begun_again(make_app, monkeypatch
         (svc.settings.instances_dir / iid).mkdir()
     else:
         svc.provisioner.create(row(svc, iid), Undo())
-        svc.provisioner.host.destroy(f"computed-{iid}")  # defined, never started
+        svc.provisioner.default_driver.power_off(f"computed-{iid}")  # defined, never started
     set_row(svc, iid, state_changed_at=BEFORE_START)
     svc.reconciler.run(at_start=True)
     assert svc.worker.idle(60)
@@ -406,7 +406,7 @@ def test_an_interrupted_start_is_carried_out(make_app, point):
     assert client.post(f"/v1/instances/{iid}/stop").status_code == 202
     assert svc.worker.idle(60) and row(svc, iid).state == "stopped"
     if point == "start.started":
-        svc.provisioner.host.start(f"computed-{iid}")
+        svc.provisioner.default_driver.start(f"computed-{iid}")
     set_row(svc, iid, state="pending", state_changed_at=BEFORE_START)
     found = svc.reconciler.run(at_start=True)
     assert svc.worker.idle(60)
@@ -520,9 +520,9 @@ def test_a_guest_that_stops_by_itself_is_stopped_at_once(make_app, how, reason):
     app, svc = ready(make_app, clock)
     iid = launch(app, svc)
     calls = []
-    forward = svc.host.on_guest_stopped
-    svc.host.on_guest_stopped = lambda instance_id, what: (calls.append((instance_id, what)),
-                                                           forward(instance_id, what))
+    forward = svc.default_driver.on_guest_stopped
+    svc.default_driver.on_guest_stopped = lambda instance_id, what: (calls.append((instance_id, what)),
+                                                                     forward(instance_id, what))
     clock.advance(minutes=42)
     with virsh() as conn:
         getattr(conn.lookupByName(f"computed-{iid}"), how)()
@@ -564,7 +564,7 @@ def test_how_a_guest_stopped_gives_the_reason(make_app, how, reason):
     clock = FakeClock(T0)
     app, svc = ready(make_app, clock, events=False)  # the event is delivered by hand
     iid = launch(app, svc)
-    svc.provisioner.host.destroy(f"computed-{iid}")
+    svc.provisioner.default_driver.power_off(f"computed-{iid}")
     clock.advance(minutes=1)
     svc._guest_stopped(iid, how)
     assert svc.worker.idle(60)
@@ -585,9 +585,9 @@ def test_events_for_domains_not_in_this_store_are_ignored(make_app):
     app, svc = ready(make_app, FakeClock(T0))
     iid = launch(app, svc)
     calls = []
-    forward = svc.host.on_guest_stopped
-    svc.host.on_guest_stopped = lambda instance_id, what: (calls.append((instance_id, what)),
-                                                           forward(instance_id, what))
+    forward = svc.default_driver.on_guest_stopped
+    svc.default_driver.on_guest_stopped = lambda instance_id, what: (calls.append((instance_id, what)),
+                                                                     forward(instance_id, what))
     other_id = new_id()
     others = define_domain(f"computed-{other_id}", {"id": other_id, "store": "other"})
     before = events(svc, iid)
@@ -602,7 +602,7 @@ def test_events_for_domains_not_in_this_store_are_ignored(make_app):
     assert calls == [(other_id, "destroyed")]  # it reached the service, which found nothing of its own
     assert row(svc, other_id) is None
     assert row(svc, iid).state == "running" and events(svc, iid) == before
-    assert svc.host.state(others) == "shutoff"
+    assert svc.default_driver.state(others) == "shutoff"
 
 
 def test_a_guest_stopping_during_work_in_flight_is_left_to_that_work(make_app):
@@ -611,8 +611,9 @@ def test_a_guest_stopping_during_work_in_flight_is_left_to_that_work(make_app):
     iid = launch(app, svc)
     release = threading.Event()
     calls = []
-    forward = svc.host.on_guest_stopped
-    svc.host.on_guest_stopped = lambda instance_id, what: (calls.append(instance_id), forward(instance_id, what))
+    forward = svc.default_driver.on_guest_stopped
+    svc.default_driver.on_guest_stopped = lambda instance_id, what: (calls.append(instance_id),
+                                                                     forward(instance_id, what))
     try:
         svc.worker.submit(iid, lambda: release.wait(10), "work in flight")
         with virsh() as conn:
@@ -701,7 +702,7 @@ def test_a_domain_undefined_while_the_domains_are_listed_is_skipped(make_app, mo
     iid = launch(app, svc)
     gone_id = new_id()
     gone = define_domain(f"computed-{gone_id}", {"id": gone_id, "store": svc.provisioner.store})
-    conn = svc.host.conn()
+    conn = svc.default_driver.conn()
     real = conn.lookupByName(gone)
     meta = real.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, domain_xml.METADATA_NS)
 
@@ -720,6 +721,6 @@ def test_a_domain_undefined_while_the_domains_are_listed_is_skipped(make_app, mo
     real.undefine()
     with monkeypatch.context() as m:  # (undone before the fixtures' teardown lists the domains)
         m.setattr(conn, "listAllDomains", lambda *args: listed)
-        assert svc.host.our_domains(svc.provisioner.store) == {iid: (f"computed-{iid}", "running", "local")}
+        assert svc.default_driver.our_domains(svc.provisioner.store) == {iid: (f"computed-{iid}", "running", "local")}
         assert not svc.reconciler.run(at_start=True)
-    assert svc.host.conn() is conn  # no reconnection for it
+    assert svc.default_driver.conn() is conn  # no reconnection for it

@@ -110,7 +110,7 @@ class Cluster:
         or NAMES), through this service's own connection to it."""
         found = {}
         for name in names or self.hosts:
-            conn = self.service.hosts.connection(name)
+            conn = self.service.hosts.driver(name)
             found[name] = {d.name().removeprefix(DOMAIN_PREFIX): conn.state(d.name())
                            for d in conn.conn().listAllDomains() if d.name().startswith(DOMAIN_PREFIX)}
         return found
@@ -144,7 +144,7 @@ def assert_within_capacity(svc: Service, hosts: dict[str, FakeHost]) -> None:
 def nothing_on_default(svc: Service) -> None:
     """test:///default is shared by the whole test process: none of these tests puts a
     domain there (local is disabled)."""
-    assert [d.name() for d in svc.host.conn().listAllDomains() if d.name().startswith(DOMAIN_PREFIX)] == []
+    assert [d.name() for d in svc.default_driver.conn().listAllDomains() if d.name().startswith(DOMAIN_PREFIX)] == []
 
 
 def everything(cluster: Cluster) -> dict[str, set[str]]:
@@ -303,7 +303,7 @@ def take_down(c: Cluster, name: str) -> None:
     """The host's libvirt goes away: its node file is gone, so no connection opens, and
     the service's connection is closed (as a dead libvirtd's would be), its domains with it."""
     c.hosts[name].path.unlink()
-    c.service.hosts.connection(name).close()
+    c.service.hosts.driver(name).close()
 
 
 @pytest.fixture
@@ -412,7 +412,7 @@ def test_an_instances_ssh_endpoint_is_on_its_hosts_address(cluster, free_ports, 
     for inst in first + second:
         host = c.host_of(inst)
         assert [n for n, on in domains.items() if inst["id"] in on] == [host]
-        xml = c.service.hosts.connection(host).conn().lookupByName(DOMAIN_PREFIX + inst["id"]).XMLDesc()
+        xml = c.service.hosts.driver(host).conn().lookupByName(DOMAIN_PREFIX + inst["id"]).XMLDesc()
         assert domain_xml.read_metadata(xml)["host"] == host
     nothing_on_default(c.service)
 

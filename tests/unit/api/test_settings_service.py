@@ -127,7 +127,7 @@ def test_service_from_settings(tmp_path):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
         assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
         assert service.management_key.public_openssh.startswith("ssh-ed25519 ")
-        assert service.host.uri == "test:///default"
+        assert service.default_driver.uri == "test:///default"
         assert service.instances.count() == 0
         assert service.sizes.all()[0].name == "t3.nano"
     finally:
