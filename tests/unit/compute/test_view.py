@@ -70,7 +70,7 @@ def test_an_instance_on_an_unreachable_host(launch, wait, service, row, monkeypa
     def unreachable():
         raise ServiceUnavailable("the libvirt host cannot be reached: gone")
 
-    monkeypatch.setattr(service.hosts.connection("local"), "capacity", unreachable)
+    monkeypatch.setattr(service.hosts.driver("local"), "capacity", unreachable)
     assert service.hosts.check()["local"]
     v = service.views.of(row(iid))
     assert v.instance.host == "local" and v.host_reachable is False
