@@ -48,7 +48,7 @@ UNSAFE_URI_PARAMS = frozenset({"command", "netcat", "known_hosts_verify"})
 #: transports refused for what they do to the service: libvirt's libssh client (Debian 12's
 #: libvirt 9.0 with libssh 0.10) crashes the process (SIGSEGV) when a volume stream is in
 #: flight on a connection, as a copy-mode host's console read or image copy is, while libvirt's
-#: event loop or another thread uses it too; measured in tests/unit/test_remote_streams.py
+#: event loop or another thread uses it too; measured in tests/unit/virt/test_remote_streams.py
 UNSAFE_TRANSPORTS = {"libssh": "libvirt's libssh client crashes the process when a volume stream and "
                                 "another call share a connection; use qemu+ssh:// (the ssh program) or "
                                 "qemu+libssh2://"}

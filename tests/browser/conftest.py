@@ -20,7 +20,7 @@ from images.store import ImageStore
 from tests.cleanup import terminate_all
 from tests.fakes import publish_with_disk
 from tests.http_server import ThreadedServer
-from tests.unit.api.conftest import find_free_ports
+from tests.unit.conftest import find_free_ports
 
 CHROMIUM = "/usr/bin/chromium"
 IMAGE = "debian-12-podman"

@@ -9,7 +9,7 @@ libvirt's libssh2 transport, the client key as its ``keyfile`` and the server's 
 ``known_hosts`` file (the server's host key only) as the file the host key is checked in:
 nothing of root's SSH set-up is read or written. (The ``ssh`` transport runs the ssh program,
 which checks root's ~/.ssh/known_hosts and could be given no other file; the ``libssh``
-transport crashes a client that streams a volume, see tests/unit/test_remote_streams.py.)"""
+transport crashes a client that streams a volume, see tests/unit/virt/test_remote_streams.py.)"""
 
 from __future__ import annotations
 

@@ -305,7 +305,7 @@ HOST_OPERATIONS = {("GET", "/v1/hosts"), ("POST", "/v1/hosts"), ("GET", "/v1/hos
                    ("DELETE", "/v1/hosts/{name}"), ("POST", "/v1/hosts/{name}/disable"),
                    ("POST", "/v1/hosts/{name}/enable")}
 #: operations anyone may call for their own account, and only an admin for another's (the
-#: 403 of naming another account: tests/unit/api/test_api_budgets.py)
+#: 403 of naming another account: tests/unit/billing/test_api_budgets.py)
 OTHER_ACCOUNTS_OPERATIONS = {("GET", "/v1/budget"), ("PUT", "/v1/budget"), ("DELETE", "/v1/budget"),
                              ("GET", "/v1/budget/events")}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from tests.unit.api.conftest import find_free_ports
-from tests.unit.test_cli_hosts import run, server  # noqa: F401 (fixtures)
+from tests.unit.conftest import find_free_ports
+from tests.unit.cli.test_cli_hosts import run, server  # noqa: F401 (fixtures)
 
 
 def launched(result) -> str:

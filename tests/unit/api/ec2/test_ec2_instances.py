@@ -13,7 +13,7 @@ from sqlalchemy import update
 
 from computed.store.models import Instance
 
-from .conftest import find_free_ports
+from tests.unit.conftest import find_free_ports
 from .helpers import expect, ids, instances, raw_error, tags
 
 

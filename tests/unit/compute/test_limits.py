@@ -20,7 +20,7 @@ from computed.settings import Settings, SettingsError
 
 from tests.at_once import at_once as released_together
 from tests.http_server import ThreadedServer
-from tests.unit.api.conftest import DOMAIN_PREFIX, IMAGE
+from tests.unit.conftest import DOMAIN_PREFIX, IMAGE
 
 AT_ONCE = 50
 

@@ -30,7 +30,7 @@ from computed.store.engine import Database
 from computed.accounts.secret_box import SecretBox
 from computed.settings import Settings
 from images.store import ImageStore
-from tests.unit.api.conftest import find_free_ports
+from tests.unit.conftest import find_free_ports
 from tests.fakes import publish_with_disk
 from tests.http_server import ThreadedServer
 

@@ -35,7 +35,7 @@ from computed.compute.reconcile import Findings
 from computed.service import Service
 from tests.at_once import at_once as released_together
 from tests.http_server import ThreadedServer
-from tests.unit.api.conftest import DOMAIN_PREFIX
+from tests.unit.conftest import DOMAIN_PREFIX
 
 #: three hosts of 2, 4 and 8 t3.nano "slots" under cpu_overcommit 2: CPUs and memory in
 #: proportion, so the host with the most room is the one with the most slots left

@@ -18,8 +18,8 @@ from tests.cleanup import terminate_all
 from tests.cli_runner import run_cli
 from tests.fakes import publish_with_disk
 from tests.http_server import ThreadedServer
-from tests.unit.api.conftest import find_free_ports
-from tests.unit.api.test_api_budgets import SIZES, T0
+from tests.unit.conftest import find_free_ports
+from tests.unit.billing.test_api_budgets import SIZES, T0
 
 IMAGE = "debian-12-podman"
 

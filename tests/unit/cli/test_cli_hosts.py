@@ -17,7 +17,7 @@ from tests.cli_runner import run_cli
 from tests.fakes import publish_with_disk
 from tests.cleanup import ADMIN, terminate_all
 from tests.http_server import ThreadedServer
-from tests.unit.api.conftest import find_free_ports, write_node_xml
+from tests.unit.conftest import find_free_ports, write_node_xml
 
 IMAGE = "debian-12-podman"
 

@@ -27,7 +27,7 @@ from computed.store.engine import Database
 from computed.billing.gc_pause import paused_gc
 from computed.store.models import UsageEvent
 from tests.postgres import BACKENDS
-from tests.unit.test_metering import BASE, FEW, POLICIES, PROPERTY, WHOLE, at, histories, history, periods
+from tests.unit.billing.test_metering import BASE, FEW, POLICIES, PROPERTY, WHOLE, at, histories, history, periods
 
 
 ADMIN = Caller("000000000000", "admin", admin=True)

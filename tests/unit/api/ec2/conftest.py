@@ -2,7 +2,7 @@
 
 - ``lite``: a small Flask app with only the EC2 blueprint over a stand-in service (sizes,
   an empty image store, settings) and a fixed caller: for parsing and XML, no libvirt.
-- ``serve`` / ``endpoint`` / ``ec2``: the whole app of ``tests/unit/api/conftest.py``
+- ``serve`` / ``endpoint`` / ``ec2``: the whole app of ``tests/unit/conftest.py``
   (libvirt's ``test:///default`` driver, which boots at once) served on a loopback port by
   werkzeug, and boto3 clients signing with SigV4 as accounts of that app's store.
 """
@@ -34,9 +34,6 @@ from computed.errors import AuthFailure, InvalidParameterValue
 from computed.service import Service
 from computed.compute.sizes import SizeCatalog
 from images.store import ImageStore
-
-# the service's fixtures (settings, image, make_app, ...), shared with the REST API's tests
-from tests.unit.api.conftest import base_qcow2, find_free_ports, image, make_app, publish_image, settings  # noqa: F401
 
 REGION = "computed-1"
 CALLER = Caller("123456789012", "lite", False)
@@ -112,7 +109,7 @@ class Endpoint:
 
 
 @pytest.fixture
-def serve(make_app):  # noqa: F811  (the fixture imported above)
+def serve(make_app):
     """serve(**setting_changes) -> Endpoint: the whole app (EC2 blueprint included) served by
     werkzeug from a thread on a loopback port."""
     running = []

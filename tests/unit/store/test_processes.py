@@ -17,7 +17,7 @@ from computed.clock import FakeClock
 from computed.store.models import ServiceProcess
 from computed.store.processes import STALE
 
-from test_reconcile import T0, domain_state, launch, ready, row, set_row
+from tests.unit.compute.test_reconcile import T0, domain_state, launch, ready, row, set_row
 
 LONG_AGO = T0 - dt.timedelta(hours=1)  # past reconciliation's grace period
 
