@@ -10,7 +10,7 @@ import datetime as dt
 
 from sqlalchemy import func, select, update
 
-from computed.compute.lifecycle import USER_STOP, set_state
+from computed.compute.state import USER_STOP, set_state
 from computed.store.models import Instance, PortForward, ServiceProcess, UsageEvent
 from computed.store.processes import STALE, Processes
 

@@ -2,7 +2,7 @@
 last first and goes on past a step that fails; ``forwards`` gives an instance's forwarded
 ports in the order of their host ports; on libvirt's test driver, ``create`` makes an
 instance's files (a qcow2 overlay on the image's disk, its seed, its console log) and its
-running domain, registering an undo for each, and ``destroy`` removes all of them."""
+running domain, registering an undo for each, and ``delete`` removes all of them."""
 
 from __future__ import annotations
 
@@ -68,17 +68,17 @@ def instance(service, launch, wait):
 def made(service, inst) -> dict:
     """What of INST is on its host: its domain's state and which of its files exist."""
     files = service.provisioner.files(inst.id)
-    return {"domain": service.host.state(inst.domain_name), "directory": files.root.is_dir(),
+    return {"domain": service.default_driver.state(inst.domain_name), "directory": files.root.is_dir(),
             "disk": files.disk.is_file(), "seed": files.seed.is_file(), "console": files.console.is_file()}
 
 
-def test_create_then_destroy_and_create_then_undo(service, instance):
+def test_create_then_delete_and_create_then_undo(service, instance):
     provisioner = service.provisioner
     everything = {"domain": "running", "directory": True, "disk": True, "seed": True, "console": True}
     nothing = {"domain": None, "directory": False, "disk": False, "seed": False, "console": False}
     assert made(service, instance) == everything  # the launch's create
 
-    provisioner.destroy(instance)
+    provisioner.delete(instance)
     assert made(service, instance) == nothing
 
     undo = Undo()
