@@ -10,7 +10,9 @@ from marshmallow import Schema, ValidationError, fields, post_load, pre_load, va
 from computed.billing.reports import GROUPS
 from computed.errors import InvalidParameterValue
 from computed.hosts.registry import HOST_NAME, IMAGE_MODES, LIBVIRT_URI, check_uri
-from computed.compute.instances import INSTANCE_ID, MAX_COUNT, MAX_TAGS, MAX_USER_DATA, TAG_KEY, TAG_VALUE
+from computed.compute.instances import INSTANCE_ID
+from computed.compute.launch import MAX_COUNT, MAX_USER_DATA
+from computed.compute.tags import MAX_TAGS, TAG_KEY, TAG_VALUE
 from computed.compute.state import NAMES
 from computed.compute.keypairs import NAME as KEY_NAME_RE
 
