@@ -140,7 +140,9 @@ def is_local(uri: str) -> bool:
 
 
 class Hosts:
-    def __init__(self, settings: Settings, db: Database, clock: Clock):
+    def __init__(self, settings: Settings, db: Database, clock: Clock, *,
+                 on_guest_stopped: Callable[[str, str], None] | None = None,
+                 on_libvirt_error: Callable[[str, str], None] | None = None):
         self.settings = settings
         self.db = db
         self.clock = clock
@@ -151,9 +153,9 @@ class Hosts:
         self._facts: dict[str, HostFacts] = {}
         self._askers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="computed-host-check")
         #: called with (instance id, how) when a guest on any host stops by itself
-        self.on_guest_stopped: Callable[[str, str], None] | None = None
+        self.on_guest_stopped = on_guest_stopped
         #: called with (host name, operation) when a libvirt call to a host fails (metrics)
-        self.on_libvirt_error: Callable[[str, str], None] | None = None
+        self.on_libvirt_error = on_libvirt_error
 
     # -- the store's hosts -------------------------------------------------------------
 
