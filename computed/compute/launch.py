@@ -18,18 +18,17 @@ from sqlalchemy.orm import Session
 
 from images.store import ImageStore
 
-from . import ports
+from . import ports, ssh_ports
 from computed.store.engine import Database
-from computed.errors import (IdempotentParameterMismatch, InstanceLimitExceeded, InsufficientInstanceCapacity,
-                             InvalidImageNotFound, InvalidKeyPairNotFound, InvalidParameterValue)
+from computed.errors import (IdempotentParameterMismatch, InstanceLimitExceeded, InvalidImageNotFound,
+                             InvalidKeyPairNotFound, InvalidParameterValue)
 from computed.accounts.registry import Caller
 from .keypairs import KeyPairs
 from .lifecycle import Lifecycle
 from computed.clock import Clock
-from computed.hosts.registry import Hosts, is_local
-from computed.store.models import Host, Instance, Tag, UsageEvent
+from computed.hosts.registry import Hosts
+from computed.store.models import Instance, Tag, UsageEvent
 from .ports import PortSpec
-from computed.virt.provisioner import port_is_free
 from .scheduler import Scheduler
 from computed.settings import Settings
 from .sizes import Size, SizeCatalog
@@ -127,7 +126,7 @@ class Launcher:
                     return earlier, False
                 self._check_limits(s, caller, size, req.count)
                 placed = self.scheduler.place(s, size, image, req.count)
-                endpoints = self._free_ports(s, placed)
+                endpoints = ssh_ports.pick(s, self.settings, placed)
                 reservation = new_id("r")
                 now = self.clock.now()
                 created = []
@@ -185,28 +184,6 @@ class Launcher:
             if limit is not None and in_use + more > limit:
                 raise InstanceLimitExceeded(f"the account's limit is {limit} {what}: {in_use} in use, {more} "
                                             "requested (instances count until they are terminated)")
-
-    def _free_ports(self, s: Session, hosts: list[Host]) -> list[int]:
-        """A free SSH port for an instance on each of HOSTS, on the host's address. A port is
-        taken on an address whichever host holds it (two hosts may be one machine); on a
-        host of this machine it must also be free now."""
-        low, high = self.settings.ssh_ports
-        taken: dict[str, set[int]] = {}
-        ports = []
-        for host in hosts:
-            if host.address not in taken:
-                taken[host.address] = set(s.scalars(select(Instance.ssh_port).where(
-                    Instance.ssh_host == host.address, Instance.ssh_port.is_not(None))))
-            used = taken[host.address]
-            local = is_local(host.uri)
-            port = next((p for p in range(low, high + 1)
-                         if p not in used and (not local or port_is_free(host.address, p))), None)
-            if port is None:
-                raise InsufficientInstanceCapacity(
-                    f"no free SSH port left in {low}-{high} on {host.address} (host {host.name})")
-            used.add(port)
-            ports.append(port)
-        return ports
 
 
 def _one_launch_at_a_time(s: Session) -> None:

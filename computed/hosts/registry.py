@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import re
 import threading
 import time
@@ -20,7 +19,6 @@ import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from decimal import Decimal
 
 from sqlalchemy import func, select, update
 
@@ -28,6 +26,7 @@ from computed.clock import Clock
 from computed.store.engine import Database
 from computed.errors import HostInUse, HostNotFound, InvalidHostDuplicate, InvalidParameterValue, ServiceUnavailable
 from computed.virt.libvirt.connection import LibvirtHost
+from .capacity import Allocation, allocations
 from computed.compute.state import State
 from computed.store.models import Host, Instance
 from computed.settings import Settings
@@ -57,13 +56,6 @@ FRESH = 1.0
 
 
 @dataclass(frozen=True)
-class Allocation:
-    instances: int = 0
-    vcpus: int = 0
-    memory_mib: int = 0
-
-
-@dataclass(frozen=True)
 class HostFacts:
     """What never changes about a host once added (kept per process, no store read each time)."""
     name: str
@@ -78,12 +70,6 @@ class HostState:
     """A host as listed: its row and what its instances (not terminated) take."""
     host: Host
     allocated: Allocation
-
-
-def room(have: int | None, ratio: float) -> int:
-    """What a host with HAVE CPUs (or MiB) may give its instances under the overcommit RATIO,
-    the ratio taken as written (1.15 of 100 is 115, not the float product's 114)."""
-    return math.floor(Decimal(repr(float(ratio))) * (have or 0))
 
 
 def check_name(name: str) -> str:
@@ -379,16 +365,6 @@ class Hosts:
         for name in sorted(names):
             if errors.get(name):
                 raise ServiceUnavailable(errors[name])
-
-
-def allocations(s, names: list[str] | None = None) -> dict[str, Allocation]:
-    """Host name -> what its instances that are not terminated take."""
-    q = (select(Instance.host, func.count(), func.coalesce(func.sum(Instance.vcpus), 0),
-                func.coalesce(func.sum(Instance.memory_mib), 0))
-         .where(Instance.state != State.TERMINATED, Instance.host.is_not(None)).group_by(Instance.host))
-    if names is not None:
-        q = q.where(Instance.host.in_(names))
-    return {host: Allocation(n, vcpus, memory) for host, n, vcpus, memory in s.execute(q)}
 
 
 def _free_name(s, uri: str) -> str:
