@@ -11,7 +11,7 @@ from computed.billing.reports import GROUPS
 from computed.errors import InvalidParameterValue
 from computed.hosts.registry import HOST_NAME, IMAGE_MODES, LIBVIRT_URI, check_uri
 from computed.compute.instances import INSTANCE_ID
-from computed.compute.launch import MAX_COUNT, MAX_USER_DATA
+from computed.compute.launch import CLIENT_TOKEN, CLIENT_TOKEN_RULE, MAX_COUNT, MAX_USER_DATA
 from computed.compute.tags import MAX_TAGS, TAG_KEY, TAG_VALUE
 from computed.compute.state import NAMES
 from computed.compute.keypairs import NAME as KEY_NAME_RE
@@ -137,8 +137,8 @@ class InstanceCreateSchema(Schema):
                        metadata={"maxProperties": MAX_TAGS,
                                  "description": f"at most {MAX_TAGS}; keys starting with aws: or computed: are "
                                                 "reserved"})
-    client_token = fields.String(validate=Pattern(r"^[\x20-\x7e]{1,64}$", error="1 to 64 printable ASCII characters"),
-                                 metadata={"description": "1 to 64 printable ASCII characters: a retry with the same "
+    client_token = fields.String(validate=Pattern(f"^{CLIENT_TOKEN.pattern}$", error=CLIENT_TOKEN_RULE),
+                                 metadata={"description": f"{CLIENT_TOKEN_RULE}: a retry with the same "
                                                           "token and parameters is the same request"})
     ports = PORTS_FIELD
 

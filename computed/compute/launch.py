@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ from .tags import check_tags
 
 MAX_USER_DATA = 16 * 1024
 MAX_COUNT = 20
+#: a client token, for the REST API and EC2's ClientToken alike (the REST schema's pattern)
+CLIENT_TOKEN = re.compile(r"[\x20-\x7e]{1,64}")
+CLIENT_TOKEN_RULE = "1 to 64 printable ASCII characters"
 
 #: called with an account id before a launch or a start for that account; refuses it by
 #: raising (the account's budget: ``billing.budgets``)
@@ -45,6 +49,12 @@ Admit = Callable[[str], None]
 
 def admit_all(account_id: str) -> None:
     """An admission that refuses nobody (a service without budgets, or a test)."""
+
+
+def check_client_token(token: str) -> str:
+    if not isinstance(token, str) or not CLIENT_TOKEN.fullmatch(token):
+        raise InvalidParameterValue(f"client_token is {CLIENT_TOKEN_RULE}")
+    return token
 
 
 def new_id(prefix: str) -> str:
@@ -98,8 +108,8 @@ class Launcher:
             raise InvalidParameterValue(f"count must be between 1 and {MAX_COUNT}")
         if req.user_data is not None and len(req.user_data) > MAX_USER_DATA:
             raise InvalidParameterValue(f"user data is at most {MAX_USER_DATA} bytes (got {len(req.user_data)})")
-        if req.client_token is not None and not (0 < len(req.client_token) <= 64 and req.client_token.isascii()):
-            raise InvalidParameterValue("client_token is 1 to 64 ASCII characters")
+        if req.client_token is not None:
+            check_client_token(req.client_token)
         check_tags(req.tags)
         ports.check(req.ports, self.settings, req.count)
         fingerprint = req.fingerprint()
