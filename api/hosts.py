@@ -7,7 +7,7 @@ from flask.views import MethodView
 
 from computed.accounts.registry import require_admin
 from computed.errors import HostNotFound
-from computed.hosts.status import host_room
+from computed.hosts.capacity import total_room
 from computed.hosts.registry import HOST_NAME, HostState
 
 from .auth import current_caller
@@ -27,7 +27,7 @@ def _admins_only() -> None:
 
 def view(state: HostState) -> dict:
     h, used = state.host, state.allocated
-    vcpus, memory_mib = host_room(h, service().settings)
+    vcpus, memory_mib = total_room(h, service().settings)
     return {
         "name": h.name, "uri": h.uri, "address": h.address, "enabled": h.enabled, "image_mode": h.image_mode,
         "storage_dir": h.storage_dir, "reachable": h.reachable, "last_error": h.last_error,

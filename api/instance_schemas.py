@@ -8,7 +8,8 @@ import binascii
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from computed.compute.instances import MAX_COUNT, MAX_TAGS, MAX_USER_DATA, TAG_KEY, TAG_VALUE
+from computed.compute.launch import CLIENT_TOKEN, CLIENT_TOKEN_RULE, MAX_COUNT, MAX_USER_DATA
+from computed.compute.tags import MAX_TAGS, TAG_KEY, TAG_VALUE
 from computed.compute.state import NAMES
 
 from .port_schemas import PORTS_FIELD, PortSchema
@@ -34,8 +35,8 @@ class InstanceCreateSchema(Schema):
                        metadata={"maxProperties": MAX_TAGS,
                                  "description": f"at most {MAX_TAGS}; keys starting with aws: or computed: are "
                                                 "reserved"})
-    client_token = fields.String(validate=Pattern(r"^[\x20-\x7e]{1,64}$", error="1 to 64 printable ASCII characters"),
-                                 metadata={"description": "1 to 64 printable ASCII characters: a retry with the same "
+    client_token = fields.String(validate=Pattern(f"^{CLIENT_TOKEN.pattern}$", error=CLIENT_TOKEN_RULE),
+                                 metadata={"description": f"{CLIENT_TOKEN_RULE}: a retry with the same "
                                                           "token and parameters is the same request"})
     ports = PORTS_FIELD
 

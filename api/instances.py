@@ -93,7 +93,7 @@ class Instances(MethodView):
                             key_name=body.get("key_name"), user_data=body.get("user_data"), count=body["count"],
                             tags=body["tags"], client_token=body.get("client_token"),
                             ports=tuple(spec(p) for p in body["ports"]))
-        rows, _ = svc.instances.run(current_caller(), req)
+        rows, _ = svc.instances.launch(current_caller(), req)
         return {"reservation_id": rows[0].reservation_id, "instances": views(rows)}
 
 

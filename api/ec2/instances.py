@@ -64,7 +64,7 @@ def _launch(req: LaunchRequest, min_count: int):
     refused = mismatch = None
     for count in range(req.count, min_count - 1, -1):
         try:
-            rows, _ = svc.instances.run(who, dataclasses.replace(req, count=count))
+            rows, _ = svc.instances.launch(who, dataclasses.replace(req, count=count))
             return rows
         except (InsufficientInstanceCapacity, InstanceLimitExceeded) as e:
             refused = e

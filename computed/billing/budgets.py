@@ -14,7 +14,7 @@ instances are stopped through the usual lifecycle with the state reason
 
 While the month's spend is at or over a ``stop`` budget, launching and starting the
 account's instances is refused with ``BudgetExceeded`` (409), asked of the store at each
-request (``admit``): raising the budget, removing it, making it ``notify`` or the next
+request (``admission``): raising the budget, removing it, making it ``notify`` or the next
 month lifts that at once. A budget changed mid-month counts from the next check; thresholds
 recorded this month are not recorded again."""
 
@@ -31,19 +31,17 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import metering
+from .admission import BudgetAdmission, month_of
 from computed.accounts.registry import Caller, require_admin
 from .reports import Billing
 from computed.clock import Clock
 from computed.store.engine import Database
 from computed.errors import (
     AccountNotFound,
-    BudgetExceeded,
     BudgetNotFound,
     ComputedError,
     InvalidParameterValue,
 )
-from .gc_pause import paused_gc
 from computed.compute.instances import Instances
 from computed.store.models import Account, Budget, BudgetEvent, Instance
 from computed.compute.sizes import SizeCatalog
@@ -106,26 +104,10 @@ def check_action(action: object) -> str:
     return action
 
 
-def month_of(t: dt.datetime) -> str:
-    """The calendar month (UTC) of T, as YYYY-MM."""
-    t = t.astimezone(dt.UTC)
-    return f"{t.year:04d}-{t.month:02d}"
-
-
 def check_month(month: object) -> str:
     if not isinstance(month, str) or not MONTH.fullmatch(month):
         raise InvalidParameterValue("month: a calendar month such as 2026-12 (YYYY-MM)")
     return month
-
-
-def month_start(month: str) -> dt.datetime:
-    year, number = (int(p) for p in month.split("-"))
-    return dt.datetime(year, number, 1, tzinfo=dt.UTC)
-
-
-def next_month_start(month: str) -> dt.datetime:
-    start = month_start(month)
-    return start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
 
 
 @dataclass(frozen=True)
@@ -162,12 +144,15 @@ def stopped_ids(event: BudgetEvent) -> list[str] | None:
 
 
 class Budgets:
-    def __init__(self, db: Database, billing: Billing, instances: Instances, sizes: SizeCatalog, clock: Clock):
+    def __init__(self, db: Database, billing: Billing, instances: Instances, sizes: SizeCatalog, clock: Clock,
+                 admission: BudgetAdmission | None = None):
         self.db = db
         self.billing = billing
         self.instances = instances
         self.sizes = sizes
         self.clock = clock
+        #: the spend a budget is checked against (the one launches and starts are admitted by)
+        self.admission = admission or BudgetAdmission(db, billing, clock)
 
     # -- what an account asks for --------------------------------------------------------
 
@@ -251,42 +236,10 @@ class Budgets:
 
     def _status(self, budget: Budget, account_name: str, now: dt.datetime) -> Status:
         month = month_of(now)
-        spend = self.spend(budget.account_id, budget.currency, now)
+        spend = self.admission.spend(budget.account_id, budget.currency, now)
         with self.db.reading() as s:
             events = self._events(s, budget.account_id, month)
         return Status(budget, account_name, month, spend, events)
-
-    # -- spend -----------------------------------------------------------------------------
-
-    def spend(self, account_id: str, currency: str, now: dt.datetime) -> Decimal:
-        """What the account's instances cost, in CURRENCY, from the start of NOW's calendar
-        month (UTC) to NOW: billing's report of those days, billed up to now."""
-        start = month_start(month_of(now))
-        end = now + dt.timedelta(seconds=1)  # the second now is in, as Billing.costs_so_far
-        with paused_gc():
-            report = metering.report_runs(self.billing.runs(start, end, owner=account_id), start, end,
-                                          self.billing.policy, now)
-        return report.total().get(currency, Decimal(0))
-
-    def admit(self, account_id: str) -> None:
-        """BudgetExceeded if the account's budget has the action stop and this month's
-        spend is at or over it (Instances asks before a launch or a start)."""
-        with self.db.reading() as s:
-            budget = s.get(Budget, account_id)
-            if budget is None or budget.action != "stop":
-                return
-            account = s.get(Account, account_id)
-        now = self.clock.now()
-        month, amount = month_of(now), Decimal(budget.amount)
-        spend = self.spend(account_id, budget.currency, now)
-        if spend >= amount:
-            name = account.name if account is not None else account_id
-            lifted = next_month_start(month).strftime("%Y-%m-%d %H:%M UTC")
-            raise BudgetExceeded(
-                f"the account {name} has spent {spend} {budget.currency} in {month}, its monthly budget of "
-                f"{amount} {budget.currency} or more, and the budget's action is stop: no instance of it is "
-                f"launched or started until the budget is raised or removed, or its action is notify, or the "
-                f"month ends ({lifted})")
 
     # -- the periodic check ------------------------------------------------------------
 
@@ -306,7 +259,7 @@ class Budgets:
 
     def _check(self, budget: Budget, now: dt.datetime) -> list[BudgetEvent]:
         month, amount = month_of(now), Decimal(budget.amount)
-        spend = self.spend(budget.account_id, budget.currency, now)
+        spend = self.admission.spend(budget.account_id, budget.currency, now)
         with self.db.reading() as s:
             earlier = {e.threshold: e for e in self._events(s, budget.account_id, month)}
         recorded = []

@@ -1,76 +1,35 @@
-"""Instances: launch requests, queries, and the user's actions on them. The states and
-the moves between them are ``state``'s; the API's call changes the state at once and the
-rest happens in the background (``lifecycle``)."""
+"""Instances: queries, the user's actions on them and their tags; a launch is ``launch``'s.
+The states and the moves between them are ``state``'s; the API's call changes the state at
+once and the rest happens in the background (``lifecycle``)."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
-import json
 import re
-import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, func, or_, select, text, true
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, delete, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from images.store import ImageStore
 
 from computed.store import page_token
-from . import ports
 from computed.store.engine import Database
-from computed.errors import (IdempotentParameterMismatch, IncorrectInstanceState, InstanceIdMalformed, InstanceLimitExceeded,
-                     InstanceNotFound, InsufficientInstanceCapacity, InvalidImageNotFound, InvalidKeyPairNotFound,
-                     InvalidParameterValue)
+from computed.errors import IncorrectInstanceState, InstanceIdMalformed, InstanceNotFound, InvalidParameterValue
 from computed.accounts.registry import Caller
 from .keypairs import KeyPairs
+from .launch import Admit, LaunchRequest, Launcher, admit_all
 from .lifecycle import Lifecycle
 from computed.clock import Clock
-from computed.hosts.registry import Hosts, is_local
-from computed.store.models import Host, Instance, Tag, UsageEvent
-from .ports import PortSpec
-from computed.hosts.addresses import port_is_free
+from computed.hosts.registry import Hosts
+from computed.store.models import Instance, Tag
 from computed.virt.provisioner import Provisioner
-from .scheduler import Scheduler
 from computed.settings import Settings
-from .sizes import Size, SizeCatalog
+from .sizes import SizeCatalog
 from .state import ACTIONS, State, set_state
+from .tags import MAX_TAGS, RESERVED_TAG_PREFIXES, check_tags
 
 INSTANCE_ID = re.compile(r"i-[0-9a-f]{17}")
-MAX_USER_DATA = 16 * 1024
-MAX_COUNT = 20
-MAX_TAGS = 50
-TAG_KEY = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,128}")
-TAG_VALUE = re.compile(r"[^\x00-\x1f\x7f-\x9f]{0,256}")
-#: tag keys only the service sets (like AWS's aws: tags: listed, not editable)
-RESERVED_TAG_PREFIXES = ("aws:", "computed:")
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(9)[:17]}"
-
-
-@dataclass(frozen=True)
-class LaunchRequest:
-    size: str
-    image: str
-    key_name: str | None = None
-    user_data: bytes | None = None
-    count: int = 1
-    tags: dict[str, str] = field(default_factory=dict)
-    client_token: str | None = None
-    #: guest ports to forward from the host's address, besides SSH
-    ports: tuple[PortSpec, ...] = ()
-
-    def fingerprint(self) -> str:
-        """What makes two requests with one client token "the same request"."""
-        data = {"size": self.size, "image": self.image, "key_name": self.key_name, "count": self.count,
-                "user_data": base64.b64encode(self.user_data or b"").decode(), "tags": sorted(self.tags.items())}
-        if self.ports:  # absent otherwise: a request from before ports keeps its fingerprint
-            data["ports"] = [str(p) for p in self.ports]
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -89,155 +48,23 @@ class InstanceFilter:
     tag_keys: tuple[str, ...] = ()
 
 
-def check_tags(tags: dict[str, str]) -> dict[str, str]:
-    if len(tags) > MAX_TAGS:
-        raise InvalidParameterValue(f"at most {MAX_TAGS} tags per instance")
-    for key, value in tags.items():
-        if not isinstance(key, str) or not TAG_KEY.fullmatch(key) or key.lower().startswith(RESERVED_TAG_PREFIXES):
-            raise InvalidParameterValue(f"tag key {key!r}: 1 to 128 characters, no control characters, "
-                                        "not starting with 'aws:' or 'computed:' (reserved)")
-        if not isinstance(value, str) or not TAG_VALUE.fullmatch(value):
-            raise InvalidParameterValue(f"tag {key!r}: the value is at most 256 characters, no control characters")
-    return tags
-
-
 class Instances:
     def __init__(self, settings: Settings, db: Database, sizes: SizeCatalog, keypairs: KeyPairs,
-                 images: ImageStore, hosts: Hosts, provisioner: Provisioner, lifecycle: Lifecycle, clock: Clock):
+                 images: ImageStore, hosts: Hosts, provisioner: Provisioner, lifecycle: Lifecycle, clock: Clock,
+                 admit: Admit = admit_all):
         self.clock = clock
         self.hosts = hosts
-        self.scheduler = Scheduler(settings)
         self.settings = settings
         self.db = db
-        self.sizes = sizes
-        self.keypairs = keypairs
-        self.images = images
         self.provisioner = provisioner
         self.lifecycle = lifecycle
-        #: called with an account id before a launch or a start for that account; refuses it by
-        #: raising (the account's budget: ``budgets``, which the service plugs in)
-        self.admit = lambda account_id: None
+        #: refuses a launch or a start for an account by raising (its budget: ``billing.admission``)
+        self.admit = admit
+        self.launcher = Launcher(settings, db, sizes, keypairs, images, hosts, lifecycle, clock, admit)
 
-    # -- launch ------------------------------------------------------------------------
-
-    def run(self, caller: Caller, req: LaunchRequest) -> tuple[list[Instance], bool]:
-        """Create REQ's instances as pending and start launching them; (instances, created).
-        A client token already used with the same request returns that request's instances.
-        The token, the account's limits and the scheduler's placement (``scheduler``) are
-        decided in the transaction that inserts, so concurrent launches can neither repeat a
-        request nor together exceed a limit or a host's room."""
-        if not 1 <= req.count <= MAX_COUNT:
-            raise InvalidParameterValue(f"count must be between 1 and {MAX_COUNT}")
-        if req.user_data is not None and len(req.user_data) > MAX_USER_DATA:
-            raise InvalidParameterValue(f"user data is at most {MAX_USER_DATA} bytes (got {len(req.user_data)})")
-        if req.client_token is not None and not (0 < len(req.client_token) <= 64 and req.client_token.isascii()):
-            raise InvalidParameterValue("client_token is 1 to 64 ASCII characters")
-        check_tags(req.tags)
-        ports.check(req.ports, self.settings, req.count)
-        fingerprint = req.fingerprint()
-        if req.client_token:  # a retry needs neither the write lock nor what it named to exist still
-            with self.db.reading() as s:
-                if earlier := self._earlier(s, caller, req.client_token, fingerprint):
-                    return earlier, False
-        size = self.sizes.get(req.size)
-        image = self.images.get(req.image)
-        if image is None:
-            known = ", ".join(i.name for i in self.images.list()) or "none built"
-            raise InvalidImageNotFound(f"the image {req.image!r} does not exist (images: {known})")
-        key = None
-        if req.key_name is not None:
-            key = self.keypairs.find(caller, req.key_name)
-            if key is None:
-                raise InvalidKeyPairNotFound(f"the key pair {req.key_name!r} does not exist")
-        self.admit(caller.account_id)  # BudgetExceeded (409) while its budget stops it
-        self.hosts.check_usable()  # ServiceUnavailable (503) while no host can be reached
-        try:
-            with self.db.session() as s:
-                _one_launch_at_a_time(s)
-                if req.client_token and (earlier := self._earlier(s, caller, req.client_token, fingerprint)):
-                    return earlier, False
-                self._check_limits(s, caller, size, req.count)
-                placed = self.scheduler.place(s, size, image, req.count)
-                endpoints = self._free_ports(s, placed)
-                reservation = new_id("r")
-                now = self.clock.now()
-                created = []
-                for index, (host, port) in enumerate(zip(placed, endpoints)):
-                    instance_id = new_id("i")
-                    inst = Instance(
-                        id=instance_id, reservation_id=reservation, owner=caller.account_id, launch_index=index,
-                        state=State.PENDING,
-                        size=size.name, vcpus=size.vcpus, memory_mib=size.memory_mib, disk_gib=size.disk_gib,
-                        price_per_hour=str(size.price_per_hour), currency=size.currency,
-                        image=image.name, image_version=image.manifest.version, image_path=str(image.path),
-                        key_name=key.name if key else None, public_key=key.public_key if key else None,
-                        user_data=req.user_data, client_token=req.client_token, request_hash=fingerprint,
-                        host=host.name, host_uri=host.uri, domain_name=f"computed-{instance_id}",
-                        ssh_host=host.address, ssh_port=port, ready_ssh=False, ready_engine=False,
-                        handled_by=self.lifecycle.processes.id,
-                        launch_time=now, state_changed_at=now,
-                        tags=[Tag(key=k, value=v) for k, v in sorted(req.tags.items())], ports=[])
-                    s.add(inst)
-                    ports.allocate(s, inst, req.ports, self.settings)
-                    s.add(UsageEvent.of(inst))
-                    created.append(inst)
-        except IntegrityError:
-            # (owner, client_token, launch_index) is unique: a database that lets writers run
-            # side by side refuses the loser of a race for one token, which answers the winner's
-            if req.client_token:
-                with self.db.reading() as s:
-                    if earlier := self._earlier(s, caller, req.client_token, fingerprint):
-                        return earlier, False
-            raise
-        for inst in created:
-            self.lifecycle.launch(inst.id)
-        return created, True
-
-    def _earlier(self, s: Session, caller: Caller, token: str, fingerprint: str) -> list[Instance]:
-        """The instances of an earlier request of this account with this client token (as
-        EC2: the same token and parameters are the same request)."""
-        earlier = list(s.scalars(select(Instance).where(Instance.owner == caller.account_id,
-                                                        Instance.client_token == token)
-                                 .order_by(Instance.launch_index)))
-        if earlier and earlier[0].request_hash != fingerprint:
-            raise IdempotentParameterMismatch("this client_token was used with other parameters; use a new token")
-        return earlier
-
-    def _check_limits(self, s: Session, caller: Caller, size: Size, count: int) -> None:
-        """COUNT instances of SIZE fit the account's limits (else InstanceLimitExceeded).
-        Every instance not terminated counts: a stopped one keeps its place."""
-        used = s.execute(select(func.count(), func.coalesce(func.sum(Instance.vcpus), 0),
-                                func.coalesce(func.sum(Instance.memory_mib), 0))
-                         .where(Instance.state != State.TERMINATED, Instance.owner == caller.account_id)).one()
-        wanted = (count, size.vcpus * count, size.memory_mib * count)
-        limits = (self.settings.account_max_instances, self.settings.account_max_vcpus,
-                  self.settings.account_max_memory_mib)
-        for what, limit, in_use, more in zip(("instances", "vCPUs", "MiB of memory"), limits, used, wanted):
-            if limit is not None and in_use + more > limit:
-                raise InstanceLimitExceeded(f"the account's limit is {limit} {what}: {in_use} in use, {more} "
-                                            "requested (instances count until they are terminated)")
-
-    def _free_ports(self, s: Session, hosts: list[Host]) -> list[int]:
-        """A free SSH port for an instance on each of HOSTS, on the host's address. A port is
-        taken on an address whichever host holds it (two hosts may be one machine); on a
-        host of this machine it must also be free now."""
-        low, high = self.settings.ssh_ports
-        taken: dict[str, set[int]] = {}
-        ports = []
-        for host in hosts:
-            if host.address not in taken:
-                taken[host.address] = set(s.scalars(select(Instance.ssh_port).where(
-                    Instance.ssh_host == host.address, Instance.ssh_port.is_not(None))))
-            used = taken[host.address]
-            local = is_local(host.uri)
-            port = next((p for p in range(low, high + 1)
-                         if p not in used and (not local or port_is_free(host.address, p))), None)
-            if port is None:
-                raise InsufficientInstanceCapacity(
-                    f"no free SSH port left in {low}-{high} on {host.address} (host {host.name})")
-            used.add(port)
-            ports.append(port)
-        return ports
+    def launch(self, caller: Caller, req: LaunchRequest) -> tuple[list[Instance], bool]:
+        """Create REQ's instances as pending and start launching them (``Launcher.launch``)."""
+        return self.launcher.launch(caller, req)
 
     # -- queries -----------------------------------------------------------------------
 
@@ -418,14 +245,6 @@ class Instances:
             q = q.where(Tag.value.in_(values))
         with self.db.reading() as s:
             return [tuple(row) for row in s.execute(q.order_by(Tag.instance_id, Tag.key))]
-
-
-def _one_launch_at_a_time(s: Session) -> None:
-    """Writers run one at a time already (db.py: SQLite's BEGIN IMMEDIATE, PostgreSQL's
-    advisory lock); on PostgreSQL a launch also locks the instances table against other
-    writers, so that one that does not take the advisory lock cannot interleave either."""
-    if s.get_bind().dialect.name == "postgresql":
-        s.execute(text("LOCK TABLE instances IN SHARE ROW EXCLUSIVE MODE"))
 
 
 def check_instance_id(instance_id: str) -> str:

@@ -15,15 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from images.store import StoredImage
 
 from computed.errors import InsufficientInstanceCapacity
-from computed.hosts.registry import Allocation, allocations, room
-from computed.store.models import Host, HostImage, Instance
+from computed.hosts.capacity import Allocation, allocations, free_room, room
+from computed.store.models import Host, HostImage
 from computed.settings import Settings
+from . import ssh_ports
 from .sizes import Size
 
 STRATEGIES = ("spread", "pack")
@@ -42,8 +43,7 @@ class Candidate:
 
     def room(self, settings: Settings) -> tuple[int, int]:
         """(vCPUs, MiB of memory) still free under the overcommit ratios."""
-        return (room(self.host.vcpus, settings.cpu_overcommit) - self.allocated.vcpus,
-                room(self.host.memory_mib, settings.memory_overcommit) - self.allocated.memory_mib)
+        return free_room(self.host, self.allocated, settings)
 
     def taking(self, size: Size) -> Candidate:
         a = self.allocated
@@ -112,11 +112,9 @@ class Scheduler:
         used = allocations(s)
         copied = set(s.scalars(select(HostImage.host).where(
             HostImage.disk_sha256 == image.manifest.artifacts["disk"]["sha256"])))
-        low, high = self.settings.ssh_ports
-        taken = dict(s.execute(select(Instance.ssh_host, func.count()).where(
-            Instance.ssh_port.between(low, high)).group_by(Instance.ssh_host)).all())
+        free = ssh_ports.free_counts(s, self.settings, {h.address for h in hosts})
         return [Candidate(h, used.get(h.name, Allocation()), h.image_mode == "shared" or h.name in copied,
-                          high - low + 1 - taken.get(h.address, 0))
+                          free[h.address])
                 for h in hosts]
 
     def place(self, s: Session, size: Size, image: StoredImage, count: int) -> list[Host]:

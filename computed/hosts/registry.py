@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import re
 import threading
 import time
@@ -20,7 +19,6 @@ import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from decimal import Decimal
 
 from sqlalchemy import func, select, update
 
@@ -29,6 +27,7 @@ from computed.store.engine import Database
 from computed.errors import HostInUse, HostNotFound, InvalidHostDuplicate, InvalidParameterValue, ServiceUnavailable
 from computed.virt.driver import HostDriver
 from computed.virt.libvirt.connection import LibvirtDriver
+from .capacity import Allocation, allocations
 from computed.compute.state import State
 from computed.store.models import Host, Instance
 from computed.settings import Settings
@@ -58,13 +57,6 @@ FRESH = 1.0
 
 
 @dataclass(frozen=True)
-class Allocation:
-    instances: int = 0
-    vcpus: int = 0
-    memory_mib: int = 0
-
-
-@dataclass(frozen=True)
 class HostFacts:
     """What never changes about a host once added (kept per process, no store read each time)."""
     name: str
@@ -79,12 +71,6 @@ class HostState:
     """A host as listed: its row and what its instances (not terminated) take."""
     host: Host
     allocated: Allocation
-
-
-def room(have: int | None, ratio: float) -> int:
-    """What a host with HAVE CPUs (or MiB) may give its instances under the overcommit RATIO,
-    the ratio taken as written (1.15 of 100 is 115, not the float product's 114)."""
-    return math.floor(Decimal(repr(float(ratio))) * (have or 0))
 
 
 def check_name(name: str) -> str:
@@ -141,7 +127,9 @@ def is_local(uri: str) -> bool:
 
 
 class Hosts:
-    def __init__(self, settings: Settings, db: Database, clock: Clock):
+    def __init__(self, settings: Settings, db: Database, clock: Clock, *,
+                 on_guest_stopped: Callable[[str, str], None] | None = None,
+                 on_libvirt_error: Callable[[str, str], None] | None = None):
         self.settings = settings
         self.db = db
         self.clock = clock
@@ -152,9 +140,9 @@ class Hosts:
         self._facts: dict[str, HostFacts] = {}
         self._askers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="computed-host-check")
         #: called with (instance id, how) when a guest on any host stops by itself
-        self.on_guest_stopped: Callable[[str, str], None] | None = None
+        self.on_guest_stopped = on_guest_stopped
         #: called with (host name, operation) when a libvirt call to a host fails (metrics)
-        self.on_libvirt_error: Callable[[str, str], None] | None = None
+        self.on_libvirt_error = on_libvirt_error
 
     # -- the store's hosts -------------------------------------------------------------
 
@@ -378,16 +366,6 @@ class Hosts:
         for name in sorted(names):
             if errors.get(name):
                 raise ServiceUnavailable(errors[name])
-
-
-def allocations(s, names: list[str] | None = None) -> dict[str, Allocation]:
-    """Host name -> what its instances that are not terminated take."""
-    q = (select(Instance.host, func.count(), func.coalesce(func.sum(Instance.vcpus), 0),
-                func.coalesce(func.sum(Instance.memory_mib), 0))
-         .where(Instance.state != State.TERMINATED, Instance.host.is_not(None)).group_by(Instance.host))
-    if names is not None:
-        q = q.where(Instance.host.in_(names))
-    return {host: Allocation(n, vcpus, memory) for host, n, vcpus, memory in s.execute(q)}
 
 
 def _free_name(s, uri: str) -> str:

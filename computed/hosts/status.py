@@ -1,6 +1,6 @@
 """What the API shows about hosts besides their rows: whether the hosts of a page of
 instances could be reached at their last check (one query for the whole page, as billing
-does for costs), and how much a host may take under the overcommit ratios."""
+does for costs). A host's room is ``capacity``'s."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 
 from computed.store.engine import Database
-from .registry import room
 from computed.store.models import Host
-from computed.settings import Settings
 
 
 def reachability(db: Database, names: Iterable[str | None]) -> dict[str, bool]:
@@ -23,9 +21,3 @@ def reachability(db: Database, names: Iterable[str | None]) -> dict[str, bool]:
     with db.reading() as s:
         return {name: bool(reachable) for name, reachable in
                 s.execute(select(Host.name, Host.reachable).where(Host.name.in_(wanted)))}
-
-
-def host_room(host: Host, settings: Settings) -> tuple[int, int]:
-    """(vCPUs, MiB of memory) the host's instances may take in all: its capacity times the
-    overcommit ratios, as the scheduler counts (a host never reached has none)."""
-    return room(host.vcpus, settings.cpu_overcommit), room(host.memory_mib, settings.memory_overcommit)

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from computed.billing.accrued import AccruedCost
 from computed.store.engine import Database
-from computed.hosts.status import host_room
+from computed.hosts.capacity import total_room
 from computed.hosts.registry import Hosts
 from computed.compute.state import State
 from computed.store.models import Instance
@@ -78,7 +78,7 @@ class StoreCollector(Collector):
         }
         for state in self.hosts.list():
             h, used = state.host, state.allocated
-            vcpus_room, memory_room = host_room(h, self.settings)
+            vcpus_room, memory_room = total_room(h, self.settings)
             for key, value in (("vcpus", h.vcpus or 0), ("vcpus_room", vcpus_room), ("vcpus_allocated", used.vcpus),
                                ("memory", (h.memory_mib or 0) * MIB), ("memory_room", memory_room * MIB),
                                ("memory_allocated", used.memory_mib * MIB), ("instances", used.instances),

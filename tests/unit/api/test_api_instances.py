@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from computed.errors import InstanceIdMalformed
-from computed.compute.instances import MAX_USER_DATA
+from computed.compute.launch import MAX_USER_DATA
 
 IMAGE = "debian-12-podman"
 VALID_ID_UNKNOWN = "i-0123456789abcdef0"

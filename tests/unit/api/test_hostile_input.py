@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from api.app import MAX_BODY
 from computed.virt.domain_xml import METADATA_NS
-from computed.compute.instances import MAX_USER_DATA
+from computed.compute.launch import MAX_USER_DATA
 from computed.store.models import UsageEvent
 from computed.settings import Settings, SettingsError
 

@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from api.app import create_app
 from api.host_schemas import HOST_URI_PATTERN
-from computed.compute.instances import RESERVED_TAG_PREFIXES, TAG_KEY
+from computed.compute.tags import RESERVED_TAG_PREFIXES, TAG_KEY
 from computed.settings import Settings
 
 MAX_EXAMPLES = 30

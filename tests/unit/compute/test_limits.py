@@ -13,7 +13,7 @@ import requests
 from sqlalchemy import select
 
 from computed.errors import IdempotentParameterMismatch
-from computed.compute.instances import Instances, LaunchRequest
+from computed.compute.launch import LaunchRequest, Launcher
 from computed.store.models import Instance, UsageEvent
 from computed.service import Service
 from computed.settings import Settings, SettingsError
@@ -120,20 +120,20 @@ def test_a_token_race_lost_in_the_database_answers_the_winners(app, service, mon
     which then answers the first's instances."""
     caller = app.config["TEST_CALLER"]
     req = LaunchRequest(size="t3.micro", image=IMAGE, count=2, client_token="raced")
-    first, created = service.instances.run(caller, req)
+    first, created = service.instances.launch(caller, req)
     assert created
-    real, lookups = Instances._earlier, []
+    real, lookups = Launcher._earlier, []
 
     def blind(self, *args):  # the first two lookups of each launch miss the winner
         lookups.append(args)
         return [] if len(lookups) <= 2 else real(self, *args)
 
-    monkeypatch.setattr(Instances, "_earlier", blind)
-    again, created = service.instances.run(caller, req)
+    monkeypatch.setattr(Launcher, "_earlier", blind)
+    again, created = service.instances.launch(caller, req)
     assert not created and [i.id for i in again] == [i.id for i in first]
     lookups.clear()
     with pytest.raises(IdempotentParameterMismatch):
-        service.instances.run(caller, dataclasses.replace(req, size="t3.small"))
+        service.instances.launch(caller, dataclasses.replace(req, size="t3.small"))
     only(service, {i.id for i in first})
 
 

@@ -22,7 +22,8 @@ from sqlalchemy import func, select
 from computed.clock import FakeClock
 from computed.store.engine import Database
 from computed.errors import InsufficientInstanceCapacity
-from computed.hosts.registry import Hosts, allocations
+from computed.hosts.capacity import allocations
+from computed.hosts.registry import Hosts
 from computed.store.models import Host, HostImage, Instance
 from computed.compute.scheduler import MAX_REASONS, Scheduler
 from computed.settings import Settings

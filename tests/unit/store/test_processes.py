@@ -74,7 +74,7 @@ def test_a_stale_heartbeat_means_the_process_is_gone(make_app):
     clock = FakeClock(T0)
     app_a, a, _, b = two_services(make_app, clock)
     iid = interrupted_stop(app_a, a)
-    a._stop.set()  # its housekeeping (and heartbeat) stops, as a hung process's: no clean shutdown
+    a.housekeeping.stop()  # its housekeeping (and heartbeat) stops, as a hung process's: no clean shutdown
 
     with b.db.session() as s:  # its last heartbeat, just within the limit: still alive
         s.execute(update(ServiceProcess).where(ServiceProcess.id == a.processes.id)
@@ -94,7 +94,7 @@ def test_a_process_whose_pid_is_gone_on_this_machine_is_dead_at_once(make_app):
     clock = FakeClock(T0)
     app_a, a, _, b = two_services(make_app, clock)
     iid = interrupted_stop(app_a, a)
-    a._stop.set()
+    a.housekeeping.stop()
     dead_pid = _a_pid_that_is_not_running()
     with b.db.session() as s:  # a fresh heartbeat, but from a pid that no longer runs (SIGKILLed)
         s.execute(update(ServiceProcess).where(ServiceProcess.id == a.processes.id)
