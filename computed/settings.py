@@ -206,7 +206,7 @@ class Settings:
     reconcile_interval: int = 60
     #: how often each process checks every account's monthly budget, in seconds
     budget_check_interval: int = 60
-    #: crash tests only: named points where the service kills itself (computed/faults.py)
+    #: crash tests only: named points where the service kills itself (computed/compute/faults.py)
     fault_points: tuple[str, ...] = ()
     #: the one region and availability zone the EC2 API reports (SigV4 signs with the region)
     region: str = "computed-1"

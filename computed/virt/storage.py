@@ -4,7 +4,7 @@
   as the local host does (or another one mounting the same directories). The instance's
   files are under the instances directory, its disk a qcow2 overlay on the image store's
   own base disk.
-- ``CopyStorage`` (image_mode ``copy``, ``computed/copy_storage.py``): the host keeps its
+- ``CopyStorage`` (image_mode ``copy``, ``computed/virt/libvirt/copy_storage.py``): the host keeps its
   own copy of each image and the instances' files, under its storage_dir, through libvirt's
   storage API over the host's own connection (no other channel to the host is needed).
 
@@ -46,7 +46,7 @@ class Storage(Protocol):
                faults=None) -> HostPaths:
         """The instance's disk (an overlay on the image's), seed and console log, each
         registering its undo on UNDO; the image reaches the host first if it must. FAULTS
-        (computed/faults.py) gets the launch's fault points."""
+        (computed/compute/faults.py) gets the launch's fault points."""
 
     def remove(self, instance_id: str) -> None:
         """Every file of the instance (nothing if none)."""
