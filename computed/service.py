@@ -1,10 +1,10 @@
-"""The service assembled from its settings: store, accounts, libvirt hosts, image store, key
+"""The service assembled from its settings: store, accounts, libvirt hosts, image library, key
 pairs, sizes, instances, budgets, the background worker and the housekeeping loop
 (``housekeeping``). ``api.create_app`` and the CLI build one."""
 
 from __future__ import annotations
 
-from images.store import ImageStore
+from images.library import ImageLibrary
 
 from computed.accounts.registry import KEY_FILE, Accounts
 from computed.billing.accrued import AccruedCost
@@ -42,7 +42,7 @@ class Service:
         self.clock = clock or Clock()
         settings.instances_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database(settings.database_url)
-        self.images = ImageStore(settings.image_store)
+        self.images = ImageLibrary(settings.image_library)
         self.sizes = SizeCatalog.load(settings.sizes_file)
         self.accounts = Accounts(self.db, SecretBox(settings.var_dir / KEY_FILE))
         self.console_sessions = ConsoleSessions(self.db, self.clock)

@@ -107,7 +107,7 @@ class Setting:
 
 
 SETTINGS = (
-    Setting("image_store", "images", "store", "COMPUTED_IMAGE_STORE", lambda var: var / "images", Path),
+    Setting("image_library", "images", "store", "COMPUTED_IMAGE_STORE", lambda var: var / "images", Path),
     Setting("image_cache", "images", "cache", "COMPUTED_IMAGE_CACHE", lambda var: var / "cache" / "images", Path),
     Setting("default_image", "images", "default", "COMPUTED_DEFAULT_IMAGE", "debian-12-podman"),
     Setting("debian_mirror", "images", "debian_mirror", "COMPUTED_DEBIAN_MIRROR", None),
@@ -158,7 +158,7 @@ SETTINGS = (
 class Settings:
     var_dir: Path
     #: where built images live
-    image_store: Path
+    image_library: Path
     #: downloaded Debian packages and build scratch space
     image_cache: Path
     #: the image ``computed image build --default`` builds and launches default to

@@ -33,7 +33,7 @@ from .disk import make_disk
 from .manifest import Manifest, describe_artifact
 from .progress import Progress
 from .recipe import Recipe
-from .store import SCRATCH_SEP, ImageStore, StoredImage
+from .library import SCRATCH_SEP, ImageLibrary, ImageBuild
 
 
 class BuildError(RuntimeError):
@@ -44,14 +44,14 @@ class BuildError(RuntimeError):
 
 @dataclass(frozen=True)
 class BuildResult:
-    image: StoredImage
+    image: ImageBuild
     skipped: bool
 
 
 class Builder:
-    def __init__(self, settings: Settings, store: ImageStore | None = None, console: Console | None = None):
+    def __init__(self, settings: Settings, store: ImageLibrary | None = None, console: Console | None = None):
         self.settings = settings
-        self.store = store or ImageStore(settings.image_store)
+        self.store = store or ImageLibrary(settings.image_library)
         self.console = console or Console(stderr=True)
         self.cache = settings.image_cache
         self.debs = self.cache / "debs"
@@ -59,7 +59,7 @@ class Builder:
         for d in (self.debs, self.logs, self.cache / "work"):
             d.mkdir(parents=True, exist_ok=True)
 
-    def up_to_date(self, recipe: Recipe) -> StoredImage | None:
+    def up_to_date(self, recipe: Recipe) -> ImageBuild | None:
         image = self.store.get(recipe.name)
         if image and image.manifest.recipe_hash == recipe.hash and all(
                 image.artifact_path(role).is_file() for role in image.manifest.artifacts):

@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .store import StoredImage
+from .library import ImageBuild
 
 
 def free_port() -> int:
@@ -33,7 +33,7 @@ def accelerator() -> str:
 
 
 class QemuGuest:
-    def __init__(self, image: StoredImage, workdir: Path, seed: Path | None = None, *, vcpus: int = 2,
+    def __init__(self, image: ImageBuild, workdir: Path, seed: Path | None = None, *, vcpus: int = 2,
                  memory_mib: int = 1024, accel: str | None = None, name: str = "guest"):
         self.image = image
         self.workdir = Path(workdir)

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from images.manifest import Manifest, describe_artifact
-from images.store import ImageStore, StoredImage
+from images.library import ImageLibrary, ImageBuild
 
 DEFAULT_IMAGE = "debian-12-podman"
 
@@ -44,7 +44,7 @@ def write_fake_build(directory: Path, name: str = "testimg", recipe_hash: str | 
     return manifest
 
 
-def publish_with_disk(store: ImageStore, name: str = DEFAULT_IMAGE) -> StoredImage:
+def publish_with_disk(store: ImageLibrary, name: str = DEFAULT_IMAGE) -> ImageBuild:
     """A fake build of NAME with a real 64 MiB qcow2 disk, published in STORE."""
     with store.lock(name), store.staging(name) as staging:
         manifest = write_fake_build(staging, name)

@@ -1,5 +1,5 @@
 """What can be launched and where: DescribeInstanceTypes (the size catalog),
-DescribeImages (the image store, as ``ami-`` ids), DescribeRegions and
+DescribeImages (the image library, as ``ami-`` ids), DescribeRegions and
 DescribeAvailabilityZones (one of each, from the settings)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``computed image build|list|rm``: the image store from the command line."""
+"""``computed image build|list|rm``: the image library from the command line."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich.table import Table
 from computed.settings import Settings
 from images import recipe as recipes
 from images.builder import Builder, BuildError
-from images.store import ImageStore
+from images.library import ImageLibrary
 
 
 @click.group()
@@ -50,12 +50,12 @@ def build(settings: Settings, name: str | None, default: bool, force: bool) -> N
 @click.pass_obj
 def list_(settings: Settings, as_json: bool) -> None:
     """List the images in the store."""
-    images = ImageStore(settings.image_store).list()
+    images = ImageLibrary(settings.image_library).list()
     if as_json:
         click.echo(json.dumps([i.to_dict() for i in images], indent=2))
         return
     if not images:
-        click.echo(f"no images in {settings.image_store}; build one with: computed image build --default", err=True)
+        click.echo(f"no images in {settings.image_library}; build one with: computed image build --default", err=True)
         return
     table = Table("NAME", "VERSION", "ENGINE", "USER", "KERNEL", "DISK", "BUILT", box=None)
     for i in images:
@@ -71,8 +71,8 @@ def list_(settings: Settings, as_json: bool) -> None:
 @click.pass_obj
 def rm(settings: Settings, name: str) -> None:
     """Remove image NAME from the store."""
-    if not ImageStore(settings.image_store).remove(name):
-        raise click.ClickException(f"no image named {name!r} in {settings.image_store}")
+    if not ImageLibrary(settings.image_library).remove(name):
+        raise click.ClickException(f"no image named {name!r} in {settings.image_library}")
     click.echo(f"removed {name}", err=True)
 
 
@@ -81,9 +81,9 @@ def rm(settings: Settings, name: str) -> None:
 @click.pass_obj
 def verify(settings: Settings, name: str) -> None:
     """Check image NAME's files against the sizes and sha256 sums in its manifest."""
-    stored = ImageStore(settings.image_store).get(name)
+    stored = ImageLibrary(settings.image_library).get(name)
     if stored is None:
-        raise click.ClickException(f"no image named {name!r} in {settings.image_store}")
+        raise click.ClickException(f"no image named {name!r} in {settings.image_library}")
     problems = stored.manifest.verify(stored.path)
     if problems:
         raise click.ClickException(f"{name} is damaged:\n  " + "\n  ".join(problems))

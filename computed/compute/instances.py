@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, delete, func, or_, select, true
 from sqlalchemy.orm import Session
 
-from images.store import ImageStore
+from images.library import ImageLibrary
 
 from computed.store import page_token
 from computed.store.engine import Database
@@ -50,7 +50,7 @@ class InstanceFilter:
 
 class Instances:
     def __init__(self, settings: Settings, db: Database, sizes: SizeCatalog, keypairs: KeyPairs,
-                 images: ImageStore, hosts: Hosts, provisioner: Provisioner, lifecycle: Lifecycle, clock: Clock,
+                 images: ImageLibrary, hosts: Hosts, provisioner: Provisioner, lifecycle: Lifecycle, clock: Clock,
                  admit: Admit = admit_all):
         self.clock = clock
         self.hosts = hosts

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from images.store import ImageStore
+from images.library import ImageLibrary
 
 from . import ports, ssh_ports
 from computed.store.engine import Database
@@ -86,7 +86,7 @@ class Launcher:
     """Launches of instances (``Instances.launch``)."""
 
     def __init__(self, settings: Settings, db: Database, sizes: SizeCatalog, keypairs: KeyPairs,
-                 images: ImageStore, hosts: Hosts, lifecycle: Lifecycle, clock: Clock, admit: Admit):
+                 images: ImageLibrary, hosts: Hosts, lifecycle: Lifecycle, clock: Clock, admit: Admit):
         self.settings = settings
         self.db = db
         self.sizes = sizes

@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from images.store import StoredImage
+from images.library import ImageBuild
 
 from computed.errors import InsufficientInstanceCapacity
 from computed.hosts.capacity import Allocation, allocations, free_room, room
@@ -52,22 +52,22 @@ class Candidate:
 
 
 #: filter name -> (candidate, size, image, settings) -> why the host cannot take it, or None
-Filter = Callable[[Candidate, Size, StoredImage, Settings], "str | None"]
+Filter = Callable[[Candidate, Size, ImageBuild, Settings], "str | None"]
 
 
-def enabled_filter(c: Candidate, size: Size, image: StoredImage, settings: Settings) -> str | None:
+def enabled_filter(c: Candidate, size: Size, image: ImageBuild, settings: Settings) -> str | None:
     return None if c.host.enabled else "disabled"
 
 
-def reachable_filter(c: Candidate, size: Size, image: StoredImage, settings: Settings) -> str | None:
+def reachable_filter(c: Candidate, size: Size, image: ImageBuild, settings: Settings) -> str | None:
     return None if c.host.reachable else "unreachable"
 
 
-def cpu_filter(c: Candidate, size: Size, image: StoredImage, settings: Settings) -> str | None:
+def cpu_filter(c: Candidate, size: Size, image: ImageBuild, settings: Settings) -> str | None:
     return _room("vCPUs", c.host.vcpus, settings.cpu_overcommit, c.allocated.vcpus, size.vcpus)
 
 
-def memory_filter(c: Candidate, size: Size, image: StoredImage, settings: Settings) -> str | None:
+def memory_filter(c: Candidate, size: Size, image: ImageBuild, settings: Settings) -> str | None:
     return _room("MiB of memory", c.host.memory_mib, settings.memory_overcommit, c.allocated.memory_mib,
                  size.memory_mib)
 
@@ -79,12 +79,12 @@ def _room(what: str, have: int | None, ratio: float, used: int, wanted: int) -> 
     return f"room for {total} {what} ({have or 0} times the overcommit ratio {ratio:g}): {used} in use, {wanted} needed"
 
 
-def ports_filter(c: Candidate, size: Size, image: StoredImage, settings: Settings) -> str | None:
+def ports_filter(c: Candidate, size: Size, image: ImageBuild, settings: Settings) -> str | None:
     low, high = settings.ssh_ports
     return None if c.free_ports > 0 else f"no free SSH port left in {low}-{high} on {c.host.address}"
 
 
-def image_filter(c: Candidate, size: Size, image: StoredImage, settings: Settings) -> str | None:
+def image_filter(c: Candidate, size: Size, image: ImageBuild, settings: Settings) -> str | None:
     # a shared-path host reads the build where the store keeps it; a copy-mode host gets a copy
     if c.host.image_mode == "shared" and not Path(image.path).is_dir():
         return f"the image {image.name} is not at its shared path"
@@ -107,7 +107,7 @@ class Scheduler:
     def __init__(self, settings: Settings):
         self.settings = settings
 
-    def candidates(self, s: Session, image: StoredImage) -> list[Candidate]:
+    def candidates(self, s: Session, image: ImageBuild) -> list[Candidate]:
         hosts = list(s.scalars(select(Host).order_by(Host.name)))
         used = allocations(s)
         copied = set(s.scalars(select(HostImage.host).where(
@@ -117,7 +117,7 @@ class Scheduler:
                           free[h.address])
                 for h in hosts]
 
-    def place(self, s: Session, size: Size, image: StoredImage, count: int) -> list[Host]:
+    def place(self, s: Session, size: Size, image: ImageBuild, count: int) -> list[Host]:
         """The host of each of COUNT instances of SIZE (InsufficientInstanceCapacity if one
         has none); call inside the transaction that writes the instances."""
         candidates = self.candidates(s, image)
@@ -133,7 +133,7 @@ class Scheduler:
                           for c in candidates]
         return chosen
 
-    def filter(self, candidates: list[Candidate], size: Size, image: StoredImage
+    def filter(self, candidates: list[Candidate], size: Size, image: ImageBuild
                ) -> tuple[list[Candidate], dict[str, str]]:
         """(the candidates every filter passes, host name -> why a filter refused it)."""
         fits, why = [], {}

@@ -139,7 +139,7 @@ class Host(Base):
     #: where the instances' forwarded SSH ports are reached (their SSH endpoint's host)
     address: Mapped[str] = mapped_column(String(255))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    #: shared: the host sees the image store's paths; copy: images are copied to it (libvirt storage)
+    #: shared: the host sees the image library's paths; copy: images are copied to it (libvirt storage)
     image_mode: Mapped[str] = mapped_column(String(16), default="shared")
     #: copy mode: the directory on the host that keeps the copied images and the instances' files
     storage_dir: Mapped[str | None] = mapped_column(Text)

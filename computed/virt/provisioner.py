@@ -14,7 +14,7 @@ from pathlib import Path
 import paramiko
 
 from images.manifest import Manifest, ManifestError
-from images.store import StoredImage
+from images.library import ImageBuild
 
 from . import cloudinit, domain_xml, ssh
 from computed.compute.faults import Faults
@@ -84,10 +84,10 @@ class Provisioner:
         """Where a shared-storage host keeps the instance's files (this machine's paths)."""
         return self.shared.files(instance_id)
 
-    def image_of(self, inst: Instance) -> StoredImage:
+    def image_of(self, inst: Instance) -> ImageBuild:
         path = Path(inst.image_path)
         try:
-            return StoredImage(path, _manifest(path))
+            return ImageBuild(path, _manifest(path))
         except ManifestError as e:
             raise LaunchError(f"the image {inst.image} is gone from the image store: {e}",
                               "Client.InvalidImage") from None

@@ -2,7 +2,7 @@
 
 - ``SharedStorage`` (a host's image_mode ``shared``): the host sees this machine's paths,
   as the local host does (or another one mounting the same directories). The instance's
-  files are under the instances directory, its disk a qcow2 overlay on the image store's
+  files are under the instances directory, its disk a qcow2 overlay on the image library's
   own base disk.
 - ``CopyStorage`` (image_mode ``copy``, ``computed/virt/libvirt/copy_storage.py``): the host keeps its
   own copy of each image and the instances' files, under its storage_dir, through libvirt's
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from images.store import StoredImage
+from images.library import ImageBuild
 
 from . import cloudinit
 from .driver import HostDriver
@@ -42,7 +42,7 @@ class Seed:
 
 
 class Storage(Protocol):
-    def create(self, instance_id: str, image: StoredImage, disk_gib: int, seed: Seed, undo,
+    def create(self, instance_id: str, image: ImageBuild, disk_gib: int, seed: Seed, undo,
                faults=None) -> HostPaths:
         """The instance's disk (an overlay on the image's), seed and console log, each
         registering its undo on UNDO; the image reaches the host first if it must. FAULTS
@@ -84,7 +84,7 @@ class SharedStorage:
     def files(self, instance_id: str) -> InstanceFiles:
         return InstanceFiles(self.root / instance_id)
 
-    def create(self, instance_id: str, image: StoredImage, disk_gib: int, seed: Seed, undo,
+    def create(self, instance_id: str, image: ImageBuild, disk_gib: int, seed: Seed, undo,
                faults=None) -> HostPaths:
         files = self.files(instance_id)
         files.root.mkdir(parents=True, exist_ok=False)
@@ -112,7 +112,7 @@ class SharedStorage:
         return tail(self.files(instance_id).console, limit)
 
 
-def overlay(image: StoredImage, dest: Path, disk_gib: int) -> None:
+def overlay(image: ImageBuild, dest: Path, disk_gib: int) -> None:
     """A qcow2 overlay at DEST on the image's base disk, of the size asked (at least the image's)."""
     base = image.artifact_path("disk")
     size = max(disk_gib << 30, image.manifest.artifacts["disk"].get("virtual_size", 0))

@@ -67,7 +67,7 @@ def main() -> int:
     (settings.var_dir / "test-tmp").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-", dir=settings.var_dir / "test-tmp") as tmp:
         Path(tmp).chmod(0o755)  # libvirt's QEMU user opens the instances' files
-        svc = RunningService(Path(tmp) / "service", settings.image_store, (43300, 43399), domain_type="qemu")
+        svc = RunningService(Path(tmp) / "service", settings.image_library, (43300, 43399), domain_type="qemu")
         try:
             size = svc.service.sizes.get(args.size)
             created = svc.call("POST", "/v1/keypairs", expect=201, json={"name": "bench"})

@@ -342,7 +342,7 @@ def main() -> int:
     from api.app import create_app
     from computed.accounts.registry import Caller
     from computed.settings import Settings
-    from images.store import ImageStore
+    from images.library import ImageLibrary
     from tests.fakes import publish_with_disk
     from tests.http_server import ThreadedServer
 
@@ -359,7 +359,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="computed-load-") as tmp:
         settings = Settings.load(environ={}, var_dir=Path(tmp), libvirt_uri="test:///default", ssh_ports=ports,
                                  api_threads=args.threads, **raised)
-        publish_with_disk(ImageStore(settings.image_store), IMAGE)
+        publish_with_disk(ImageLibrary(settings.image_library), IMAGE)
         app = create_app(settings)
         svc = app.extensions["computed"]
         server = ThreadedServer(app, threads=args.threads)

@@ -141,7 +141,7 @@ def run(name: str, args, database_url: str | None, processes: int, ports: tuple[
     from computed.store.engine import Database
     from computed.accounts.secret_box import SecretBox
     from computed.settings import Settings
-    from images.store import ImageStore
+    from images.library import ImageLibrary
     from tests.fakes import publish_with_disk
 
     result = Result(name)
@@ -156,7 +156,7 @@ def run(name: str, args, database_url: str | None, processes: int, ports: tuple[
                "COMPUTED_ACCOUNT_MAX_INSTANCES": str(args.placements * args.count + 1),
                "COMPUTED_SCHEDULER_STRATEGY": "spread", "COMPUTED_API_THREADS": str(args.threads)}
         settings = Settings.load(environ=env)
-        publish_with_disk(ImageStore(settings.image_store), IMAGE)
+        publish_with_disk(ImageLibrary(settings.image_library), IMAGE)
         db = Database(url)
         try:
             make_hosts(db, settings, Path(tmp) / "nodes", args.hosts)

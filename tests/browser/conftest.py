@@ -16,7 +16,7 @@ import pytest
 from api.app import create_app
 from computed.accounts.registry import Credentials
 from computed.settings import Settings
-from images.store import ImageStore
+from images.library import ImageLibrary
 from tests.cleanup import terminate_all
 from tests.fakes import publish_with_disk
 from tests.http_server import ThreadedServer
@@ -51,7 +51,7 @@ def console_server(tmp_path_factory):
     low, high = find_free_ports(40)  # SSH ports, then forwarded ones
     settings = Settings.load(environ={}, var_dir=var, libvirt_uri="test:///default", ssh_ports=(low, low + 19),
                              forward_ports=(low + 20, high), memory_overcommit=8.0, workers=2)
-    publish_with_disk(ImageStore(settings.image_store), IMAGE)
+    publish_with_disk(ImageLibrary(settings.image_library), IMAGE)
     app = create_app(settings)
     server = ThreadedServer(app)
     service = app.extensions["computed"]

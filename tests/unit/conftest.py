@@ -23,22 +23,22 @@ import libvirt
 import pytest
 from flask.testing import FlaskClient
 
-import images.store
+import images.library
 from api.app import create_app
 from computed.accounts.registry import Credentials
 from computed.hosts.addresses import port_is_free
 from computed.settings import Settings
 from images.manifest import describe_artifact
-from images.store import ImageStore, StoredImage
+from images.library import ImageLibrary, ImageBuild
 from tests import libvirtd_lock, postgres
 from tests.fakes import fake_hash, write_fake_build
 
 
 @pytest.fixture
 def publish_fake():
-    """publish_fake(store, name, recipe_hash=None) -> StoredImage: a fake build, published."""
+    """publish_fake(store, name, recipe_hash=None) -> ImageBuild: a fake build, published."""
 
-    def publish(store: ImageStore, name: str = "testimg", recipe_hash: str | None = None) -> StoredImage:
+    def publish(store: ImageLibrary, name: str = "testimg", recipe_hash: str | None = None) -> ImageBuild:
         with store.lock(name), store.staging(name) as staging:
             write_fake_build(staging, name, recipe_hash)
             return store.publish(staging)
@@ -221,13 +221,13 @@ def settings(tmp_path: Path, store_backend: str, request) -> Settings:
 
 @pytest.fixture
 def publish_image(settings: Settings, fake_build, base_qcow2: Path, monkeypatch):
-    """publish_image(name=IMAGE, version="1.0.0") -> StoredImage with a real qcow2 disk."""
-    # a test's image store is thrown away with it: skip publish's fsyncs (slow on a busy disk)
-    monkeypatch.setattr(images.store, "_fsync_tree", lambda path: None)
-    monkeypatch.setattr(images.store, "_fsync_dir", lambda path: None)
+    """publish_image(name=IMAGE, version="1.0.0") -> ImageBuild with a real qcow2 disk."""
+    # a test's image library is thrown away with it: skip publish's fsyncs (slow on a busy disk)
+    monkeypatch.setattr(images.library, "_fsync_tree", lambda path: None)
+    monkeypatch.setattr(images.library, "_fsync_dir", lambda path: None)
 
     def publish(name: str = IMAGE, version: str = "1.0.0"):
-        store = ImageStore(settings.image_store)
+        store = ImageLibrary(settings.image_library)
         with store.lock(name), store.staging(name) as staging:
             manifest = fake_build(staging, name, version=version)
             shutil.copyfile(base_qcow2, staging / "disk.qcow2")

@@ -12,7 +12,7 @@ def test_default_var_dir_in_a_checkout():
 def test_defaults_under_var_dir(tmp_path: Path):
     s = Settings.load({"COMPUTED_VAR_DIR": str(tmp_path)})
     assert s.var_dir == tmp_path
-    assert s.image_store == tmp_path / "images"
+    assert s.image_library == tmp_path / "images"
     assert s.image_cache == tmp_path / "cache" / "images"
     assert s.default_image == "debian-12-podman"
     assert s.debian_mirror is None
@@ -27,7 +27,7 @@ def test_environment_overrides(tmp_path: Path):
         "COMPUTED_DEFAULT_IMAGE": "debian-12-docker",
     })
     assert s.var_dir == tmp_path / "var"
-    assert s.image_store == tmp_path / "store"
+    assert s.image_library == tmp_path / "store"
     assert s.image_cache == tmp_path / "cache"
     assert s.debian_mirror == "http://mirror.example/debian"
     assert s.default_image == "debian-12-docker"
@@ -36,7 +36,7 @@ def test_environment_overrides(tmp_path: Path):
 def test_relative_paths_become_absolute(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     s = Settings.load({"COMPUTED_VAR_DIR": str(tmp_path), "COMPUTED_IMAGE_STORE": "rel/store"})
-    assert s.image_store == tmp_path / "rel" / "store"
+    assert s.image_library == tmp_path / "rel" / "store"
 
 
 CONFIG = """
@@ -52,7 +52,7 @@ def test_config_file(tmp_path: Path):
     config = tmp_path / "elsewhere.toml"
     config.write_text(CONFIG.format(d=tmp_path))
     s = Settings.load({"COMPUTED_VAR_DIR": str(tmp_path / "var"), "COMPUTED_CONFIG": str(config)})
-    assert s.image_store == tmp_path / "from-file" / "store"
+    assert s.image_library == tmp_path / "from-file" / "store"
     assert s.image_cache == tmp_path / "from-file" / "cache"
     assert s.default_image == "debian-12-docker"
     assert s.debian_mirror == "http://file.example/debian"
@@ -61,14 +61,14 @@ def test_config_file(tmp_path: Path):
 def test_config_file_in_var_dir_is_read_by_default(tmp_path: Path):
     (tmp_path / "computed.toml").write_text(CONFIG.format(d=tmp_path))
     s = Settings.load({"COMPUTED_VAR_DIR": str(tmp_path)})
-    assert s.image_store == tmp_path / "from-file" / "store"
+    assert s.image_library == tmp_path / "from-file" / "store"
 
 
 def test_environment_beats_config_file(tmp_path: Path):
     (tmp_path / "computed.toml").write_text(CONFIG.format(d=tmp_path))
     s = Settings.load({"COMPUTED_VAR_DIR": str(tmp_path), "COMPUTED_IMAGE_STORE": str(tmp_path / "env-store"),
                        "COMPUTED_DEFAULT_IMAGE": "from-env"})
-    assert s.image_store == tmp_path / "env-store"
+    assert s.image_library == tmp_path / "env-store"
     assert s.default_image == "from-env"
     assert s.image_cache == tmp_path / "from-file" / "cache"  # not overridden
 
@@ -93,4 +93,4 @@ def test_bad_config_file(tmp_path: Path, text, message):
 
 def test_empty_config_variable_means_unset(tmp_path: Path):
     s = Settings.load({"COMPUTED_VAR_DIR": str(tmp_path), "COMPUTED_CONFIG": ""})
-    assert s.image_store == tmp_path / "images"
+    assert s.image_library == tmp_path / "images"

@@ -625,7 +625,7 @@ def test_two_processes_on_one_postgresql_store_hammered_at_once(new_postgres_dat
     from computed.store.identity import store_id
     from computed.accounts.secret_box import SecretBox
     from computed.settings import Settings
-    from images.store import ImageStore
+    from images.library import ImageLibrary
     from tests.fakes import publish_with_disk
 
     url = new_postgres_database()
@@ -640,7 +640,7 @@ def test_two_processes_on_one_postgresql_store_hammered_at_once(new_postgres_dat
         "COMPUTED_ACCOUNT_MAX_INSTANCES": str(ACCOUNT_MAX_INSTANCES), "COMPUTED_STOP_TIMEOUT": "5",
     }
     core = Settings.load(environ=settings)
-    publish_with_disk(ImageStore(core.image_store), "debian-12-podman")
+    publish_with_disk(ImageLibrary(core.image_library), "debian-12-podman")
     db = Database(url)
     procs: list[Proc] = []
     timeline = [("start", time.monotonic())]

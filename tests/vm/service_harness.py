@@ -19,9 +19,9 @@ from tests.http_server import ThreadedServer
 
 
 class RunningService:
-    def __init__(self, var_dir: Path, image_store: Path, ssh_ports: tuple[int, int], **overrides):
+    def __init__(self, var_dir: Path, image_library: Path, ssh_ports: tuple[int, int], **overrides):
         self.settings = Settings.load({"COMPUTED_VAR_DIR": str(var_dir)}, libvirt_uri="qemu:///system",
-                                      image_store=image_store, ssh_ports=ssh_ports, **overrides)
+                                      image_library=image_library, ssh_ports=ssh_ports, **overrides)
         self.app = create_app(self.settings)
         self.service = self.app.extensions["computed"]
         creds = self.service.accounts.create("vm-tests")

@@ -49,11 +49,11 @@ class ServiceProcess:
     """``computed serve`` in a child process on VAR_DIR, with the admin credentials it
     makes on first start."""
 
-    def __init__(self, var_dir: Path, image_store: Path, ssh_ports: str, faults: str = ""):
+    def __init__(self, var_dir: Path, image_library: Path, ssh_ports: str, faults: str = ""):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("COMPUTED_")}
-        env |= {"COMPUTED_VAR_DIR": str(var_dir), "COMPUTED_IMAGE_STORE": str(image_store),
+        env |= {"COMPUTED_VAR_DIR": str(var_dir), "COMPUTED_IMAGE_STORE": str(image_library),
                 "COMPUTED_LIBVIRT_URI": "qemu:///system", "COMPUTED_DOMAIN_TYPE": "qemu",
                 "COMPUTED_SSH_PORTS": ssh_ports, "COMPUTED_STOP_TIMEOUT": "3", "COMPUTED_BOOT_TIMEOUT": "600",
                 "COMPUTED_FAULT_POINTS": faults, "COMPUTED_API_PORT": str(self.port)}
@@ -162,13 +162,13 @@ def test_a_kill_at_each_point_leaves_nothing_inconsistent(point, built_image, se
     var_dir = qemu_tmp("crash-")
     low = 43400 + POINTS.index(point) * 10
     ports = f"{low}-{low + 9}"
-    svc = ServiceProcess(var_dir, settings.image_store, ports, faults=point)
+    svc = ServiceProcess(var_dir, settings.image_library, ports, faults=point)
     try:
         instance_id = drive_to(svc, point)
         assert svc.killed() == -signal.SIGKILL, f"the service did not die at {point}"
         svc.stop()
 
-        svc = ServiceProcess(var_dir, settings.image_store, ports)  # no faults: the restart
+        svc = ServiceProcess(var_dir, settings.image_library, ports)  # no faults: the restart
         deadline = time.monotonic() + 120
         while not requests.get(svc.url + "/health", timeout=5).json()["reconciled"]:
             assert time.monotonic() < deadline, "the restarted service never reconciled"

@@ -14,7 +14,7 @@ import pytest
 
 from computed.virt import cloudinit, ssh
 from images.qemu import QemuGuest
-from images.store import StoredImage
+from images.library import ImageBuild
 
 BOOT_TIMEOUT = 300
 
@@ -41,7 +41,7 @@ DOCKER_USER_DATA = textwrap.dedent("""\
 
 @dataclass
 class Booted:
-    image: StoredImage
+    image: ImageBuild
     guest: QemuGuest
     client: paramiko.SSHClient
     policy: ssh.RecordingPolicy

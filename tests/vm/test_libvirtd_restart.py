@@ -68,7 +68,7 @@ def exclusive_libvirtd():
 @pytest.fixture
 def svc(built_image, settings, qemu_tmp, exclusive_libvirtd):
     built_image(settings.default_image)
-    running = RunningService(qemu_tmp("restart-"), settings.image_store, (43600, 43649), domain_type="qemu",
+    running = RunningService(qemu_tmp("restart-"), settings.image_library, (43600, 43649), domain_type="qemu",
                              stop_timeout=5)
     yield running
     if not answers():

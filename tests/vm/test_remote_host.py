@@ -84,7 +84,7 @@ def storage_dir(qemu_tmp):
 @pytest.fixture(scope="module")
 def svc(built_image, settings, qemu_tmp, sshd, storage_dir, uploads):
     built_image(settings.default_image)
-    running = RunningService(qemu_tmp("remote-service-"), settings.image_store, PORTS, domain_type="qemu")
+    running = RunningService(qemu_tmp("remote-service-"), settings.image_library, PORTS, domain_type="qemu")
     try:
         hosts = running.service.hosts
         added = hosts.add("remote", sshd.libvirt_uri(), image_mode="copy", storage_dir=str(storage_dir))

@@ -21,7 +21,7 @@ import computed.compute.ports
 
 from computed.virt import ssh
 from computed.hosts.addresses import port_is_free
-from images.store import ImageStore
+from images.library import ImageLibrary
 
 from .service_harness import RunningService, domain_names
 
@@ -32,7 +32,7 @@ USER_DATA = "#cloud-config\nwrite_files:\n  - path: /var/tmp/from-user-data\n   
 def svc(built_image, settings, qemu_tmp):
     built_image(settings.default_image)
     # reconciliation only hourly: a guest that powers itself off must be seen by libvirt's event
-    running = RunningService(qemu_tmp("service-"), settings.image_store, (43100, 43199), reconcile_interval=3600)
+    running = RunningService(qemu_tmp("service-"), settings.image_library, (43100, 43199), reconcile_interval=3600)
     yield running
     running.close()
 
@@ -207,8 +207,8 @@ def test_lifecycle_of_two_instances_launched_at_once(svc, keypair, monkeypatch):
 def test_launch_that_cannot_boot_ends_terminated_leaving_nothing(svc, settings, qemu_tmp):
     """An image whose kernel is not a kernel: QEMU refuses it, the launch is undone."""
     tmp_path = qemu_tmp("broken-")
-    good = ImageStore(settings.image_store).get(settings.default_image)
-    store = ImageStore(tmp_path / "images")
+    good = ImageLibrary(settings.image_library).get(settings.default_image)
+    store = ImageLibrary(tmp_path / "images")
     with store.lock("broken"), store.staging("broken") as staging:
         for f in good.path.iterdir():
             if f.name != "disk.qcow2":

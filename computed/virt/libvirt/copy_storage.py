@@ -37,7 +37,7 @@ from pathlib import Path
 
 import libvirt
 
-from images.store import StoredImage
+from images.library import ImageBuild
 
 from computed.virt import cloudinit
 from computed.errors import ServiceUnavailable
@@ -244,12 +244,12 @@ class CopyStorage:
         with self.db.reading() as s:
             return s.get(HostImage, (self.host_name, disk_sha256)) is not None
 
-    def _record(self, image: StoredImage, disk_sha256: str) -> None:
+    def _record(self, image: ImageBuild, disk_sha256: str) -> None:
         with self.db.session() as s:
             s.merge(HostImage(host=self.host_name, disk_sha256=disk_sha256, image=image.name,
                               image_version=image.manifest.version))
 
-    def ensure_image(self, conn: libvirt.virConnect, image: StoredImage) -> dict[str, str]:
+    def ensure_image(self, conn: libvirt.virConnect, image: ImageBuild) -> dict[str, str]:
         """Role -> path on the host of each file IMAGE boots from, copied and verified first
         if the host does not hold it verified already."""
         disk_sha256 = image.manifest.artifacts["disk"]["sha256"]
@@ -313,7 +313,7 @@ class CopyStorage:
 
     # -- instances ---------------------------------------------------------------------------
 
-    def create(self, instance_id: str, image: StoredImage, disk_gib: int, seed: Seed, undo,
+    def create(self, instance_id: str, image: ImageBuild, disk_gib: int, seed: Seed, undo,
                faults=None) -> HostPaths:
         try:
             conn = self.host.conn()

@@ -377,8 +377,8 @@ def test_tags_ending_in_a_newline_are_refused(client, expect_error, nothing_laun
 
 
 def test_an_image_outside_the_store_is_refused(client, settings, fake_build, expect_error, nothing_launched, wait):
-    from images.store import ImageStore
-    elsewhere = ImageStore(settings.var_dir / "elsewhere")
+    from images.library import ImageLibrary
+    elsewhere = ImageLibrary(settings.var_dir / "elsewhere")
     with elsewhere.lock("planted"), elsewhere.staging("planted") as staging:
         fake_build(staging, "planted")
         elsewhere.publish(staging)

@@ -135,6 +135,6 @@ def test_images_lists_every_published_image_by_name(client, publish_image):
 
 
 def test_no_images(make_app, settings, image):
-    shutil.rmtree(settings.image_store / IMAGE)
+    shutil.rmtree(settings.image_library / IMAGE)
     client = make_app().test_client()
     assert client.get("/v1/images").get_json() == {"images": []}

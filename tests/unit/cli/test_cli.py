@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from computed.cli import cli
 from images.builder import Builder
-from images.store import ImageStore
+from images.library import ImageLibrary
 
 
 @pytest.fixture
@@ -22,8 +22,8 @@ def run(tmp_path: Path, monkeypatch):
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> ImageStore:
-    return ImageStore(tmp_path / "images")
+def store(tmp_path: Path) -> ImageLibrary:
+    return ImageLibrary(tmp_path / "images")
 
 
 def test_list_empty(run, tmp_path: Path):

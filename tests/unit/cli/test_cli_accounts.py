@@ -22,14 +22,14 @@ import pytest
 import waitress
 from click.testing import CliRunner
 
-import images.store
+import images.library
 from api.app import create_app
 from computed.accounts.registry import ADMIN_CREDENTIALS_FILE, KEY_FILE, Accounts, Caller
 from computed.cli import cli, credentials
 from computed.store.engine import Database
 from computed.accounts.secret_box import SecretBox
 from computed.settings import Settings
-from images.store import ImageStore
+from images.library import ImageLibrary
 from tests.unit.conftest import find_free_ports
 from tests.fakes import publish_with_disk
 from tests.http_server import ThreadedServer
@@ -310,9 +310,9 @@ def server(tmp_path_factory):
     var = tmp_path_factory.mktemp("server-var")
     settings = Settings.load(environ={}, var_dir=var, libvirt_uri="test:///default", ssh_ports=find_free_ports(20))
     with pytest.MonkeyPatch.context() as patch:  # a throw-away store: skip publish's fsyncs
-        patch.setattr(images.store, "_fsync_tree", lambda path: None)
-        patch.setattr(images.store, "_fsync_dir", lambda path: None)
-        publish_with_disk(ImageStore(settings.image_store), IMAGE)
+        patch.setattr(images.library, "_fsync_tree", lambda path: None)
+        patch.setattr(images.library, "_fsync_dir", lambda path: None)
+        publish_with_disk(ImageLibrary(settings.image_library), IMAGE)
     app = create_app(settings)
     service = app.extensions["computed"]
     accounts = {"admin": service.accounts.bootstrap(var / ADMIN_CREDENTIALS_FILE).to_dict(),

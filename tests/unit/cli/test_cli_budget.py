@@ -13,7 +13,7 @@ import requests
 from api.app import create_app
 from computed.clock import FakeClock
 from computed.settings import Settings
-from images.store import ImageStore
+from images.library import ImageLibrary
 from tests.cleanup import terminate_all
 from tests.cli_runner import run_cli
 from tests.fakes import publish_with_disk
@@ -32,7 +32,7 @@ def server(tmp_path_factory):
     low, high = find_free_ports(20)
     settings = Settings.load(environ={}, var_dir=var, libvirt_uri="test:///default", ssh_ports=(low, high),
                              memory_overcommit=8.0, sizes_file=var / "sizes.toml", budget_check_interval=3600)
-    publish_with_disk(ImageStore(settings.image_store), IMAGE)
+    publish_with_disk(ImageLibrary(settings.image_library), IMAGE)
     clock = FakeClock(T0)
     app = create_app(settings, clock=clock)
     server = ThreadedServer(app)

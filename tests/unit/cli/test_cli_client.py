@@ -31,7 +31,7 @@ from api.app import create_app
 from computed.virt import ssh as computed_ssh
 from computed.cli import cli
 from computed.settings import Settings
-from images.store import ImageStore
+from images.library import ImageLibrary
 from tests.fakes import publish_with_disk
 from tests.cleanup import ADMIN, terminate_all
 from tests.http_server import ThreadedServer
@@ -65,7 +65,7 @@ def server(tmp_path_factory):
     low = free_port() // 100 * 100 % 20000 + 40000  # a range away from the default 42200-42999
     settings = Settings.load(environ={}, var_dir=var, libvirt_uri="test:///default", ssh_ports=(low, low + 99),
                              memory_overcommit=8.0)  # the test driver's host has 3 GiB
-    publish_with_disk(ImageStore(settings.image_store), IMAGE)
+    publish_with_disk(ImageLibrary(settings.image_library), IMAGE)
     app = create_app(settings)
     server = ThreadedServer(app)
     service = app.extensions["computed"]

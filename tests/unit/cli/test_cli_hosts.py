@@ -12,7 +12,7 @@ import requests
 
 from api.app import create_app
 from computed.settings import Settings
-from images.store import ImageStore
+from images.library import ImageLibrary
 from tests.cli_runner import run_cli
 from tests.fakes import publish_with_disk
 from tests.cleanup import ADMIN, terminate_all
@@ -30,7 +30,7 @@ def server(tmp_path_factory):
     low, high = find_free_ports(20)
     settings = Settings.load(environ={}, var_dir=var, libvirt_uri="test:///default", ssh_ports=(low, high),
                              memory_overcommit=8.0)  # the test driver's host has 3 GiB
-    publish_with_disk(ImageStore(settings.image_store), IMAGE)
+    publish_with_disk(ImageLibrary(settings.image_library), IMAGE)
     app = create_app(settings)
     server = ThreadedServer(app)
     service = app.extensions["computed"]

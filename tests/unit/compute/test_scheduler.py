@@ -28,7 +28,7 @@ from computed.store.models import Host, HostImage, Instance
 from computed.compute.scheduler import MAX_REASONS, Scheduler
 from computed.settings import Settings
 from computed.compute.sizes import Size, SizeCatalog
-from images.store import ImageStore, StoredImage
+from images.library import ImageLibrary, ImageBuild
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 SIZES = SizeCatalog()
@@ -46,8 +46,8 @@ def db(store_url):
 
 
 @pytest.fixture
-def image(tmp_path, publish_fake) -> StoredImage:
-    return publish_fake(ImageStore(tmp_path / "images"), "img")
+def image(tmp_path, publish_fake) -> ImageBuild:
+    return publish_fake(ImageLibrary(tmp_path / "images"), "img")
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def add_instance(db: Database, host: str, vcpus: int, memory_mib: int, state: st
     return inst.id
 
 
-def place(db: Database, settings: Settings, size: Size, image: StoredImage, count: int = 1) -> list[str]:
+def place(db: Database, settings: Settings, size: Size, image: ImageBuild, count: int = 1) -> list[str]:
     """Where the scheduler puts COUNT instances of SIZE, written to the store in the same
     transaction (as a launch does), so that the next placement counts them."""
     with db.session() as s:
@@ -95,7 +95,7 @@ def place(db: Database, settings: Settings, size: Size, image: StoredImage, coun
     return [h.name for h in hosts]
 
 
-def refusal(db: Database, settings: Settings, size: Size, image: StoredImage, count: int = 1) -> str:
+def refusal(db: Database, settings: Settings, size: Size, image: ImageBuild, count: int = 1) -> str:
     """The message of the InsufficientInstanceCapacity a placement raises (nothing written)."""
     before = instance_count(db)
     with pytest.raises(InsufficientInstanceCapacity) as e:
@@ -394,7 +394,7 @@ def test_a_host_added_from_the_test_driver_schedules_on_its_nodes_capacity(db, s
 AT_ONCE = 40
 
 
-def place_at_once(dbs: list[Database], cfg: Settings, size: Size, image: StoredImage) -> list[str | None]:
+def place_at_once(dbs: list[Database], cfg: Settings, size: Size, image: ImageBuild) -> list[str | None]:
     """AT_ONCE placements of one SIZE, released together from as many threads, each through
     one of DBS (each its own engine and connections, as separate API processes have), each
     written in the transaction that decided it: the host chosen, or None if refused."""

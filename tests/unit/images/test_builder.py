@@ -16,7 +16,7 @@ RECIPE = recipes.find("debian-12-podman")
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(var_dir=tmp_path, image_store=tmp_path / "store", image_cache=tmp_path / "cache")
+    return Settings(var_dir=tmp_path, image_library=tmp_path / "store", image_cache=tmp_path / "cache")
 
 
 @pytest.fixture
@@ -27,9 +27,9 @@ def builder(settings: Settings) -> Builder:
 def leftovers(settings: Settings) -> dict:
     """What a build left in the store and cache (besides logs)."""
     return {
-        "staging": sorted(os.listdir(settings.image_store / ".staging")),
+        "staging": sorted(os.listdir(settings.image_library / ".staging")),
         "work": sorted(os.listdir(settings.image_cache / "work")),
-        "store": sorted(os.listdir(settings.image_store)),
+        "store": sorted(os.listdir(settings.image_library)),
     }
 
 

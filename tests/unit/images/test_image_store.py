@@ -3,12 +3,12 @@ from pathlib import Path
 
 import pytest
 
-from images.store import CURRENT, ImageStore, StoreError
+from images.library import CURRENT, ImageLibrary, StoreError
 
 
 def test_publish_get_list(tmp_path: Path, monkeypatch, fake_build, fake_hash):
     monkeypatch.chdir(tmp_path)
-    store = ImageStore(Path("store"))  # a relative root: paths handed out are still absolute
+    store = ImageLibrary(Path("store"))  # a relative root: paths handed out are still absolute
     assert store.list() == []
     assert store.get("img") is None
 
@@ -38,7 +38,7 @@ def test_publish_get_list(tmp_path: Path, monkeypatch, fake_build, fake_hash):
 
 
 def test_list_is_sorted_and_skips_junk(tmp_path: Path, publish_fake):
-    store = ImageStore(tmp_path)
+    store = ImageLibrary(tmp_path)
     publish_fake(store, "zeta")
     publish_fake(store, "alpha")
     (tmp_path / "not-an-image").mkdir()
@@ -47,7 +47,7 @@ def test_list_is_sorted_and_skips_junk(tmp_path: Path, publish_fake):
 
 
 def test_second_build_replaces_first(tmp_path: Path, publish_fake, fake_hash):
-    store = ImageStore(tmp_path)
+    store = ImageLibrary(tmp_path)
     first = publish_fake(store, "img", fake_hash("one"))
     second = publish_fake(store, "img", fake_hash("two"))
     assert first.path != second.path
@@ -58,7 +58,7 @@ def test_second_build_replaces_first(tmp_path: Path, publish_fake, fake_hash):
 
 
 def test_publish_refuses_incomplete_build(tmp_path: Path, publish_fake, fake_build, fake_hash):
-    store = ImageStore(tmp_path)
+    store = ImageLibrary(tmp_path)
     good = publish_fake(store, "img", fake_hash("good"))
     before = [i.to_dict() for i in store.list()]
 
@@ -80,7 +80,7 @@ def test_publish_refuses_incomplete_build(tmp_path: Path, publish_fake, fake_bui
 
 
 def test_staging_removed_when_block_raises(tmp_path: Path):
-    store = ImageStore(tmp_path)
+    store = ImageLibrary(tmp_path)
     with pytest.raises(RuntimeError, match="build failed"), store.lock("img"), store.staging("img") as staging:
         (staging / "sub").mkdir()
         (staging / "sub" / "file").write_text("half a build")
@@ -91,29 +91,29 @@ def test_staging_removed_when_block_raises(tmp_path: Path):
 
 
 def test_abandoned_staging_removed_on_open(tmp_path: Path):
-    ImageStore(tmp_path)
+    ImageLibrary(tmp_path)
     abandoned = tmp_path / ".staging" / "img+xyz123"
     (abandoned / "deep").mkdir(parents=True)
     (abandoned / "deep" / "disk.qcow2").write_bytes(b"partial")
-    ImageStore(tmp_path)
+    ImageLibrary(tmp_path)
     assert not abandoned.exists()
 
 
 @pytest.mark.parametrize("name", ["img", "img.v2"])
 def test_staging_of_a_running_build_is_kept(tmp_path: Path, name: str):
-    ImageStore(tmp_path)
+    ImageLibrary(tmp_path)
     in_progress = tmp_path / ".staging" / f"{name}+abc456"
     in_progress.mkdir()
     with open(tmp_path / ".locks" / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another open file description: another "process"
-        ImageStore(tmp_path)
+        ImageLibrary(tmp_path)
         assert in_progress.is_dir()
-    ImageStore(tmp_path)
+    ImageLibrary(tmp_path)
     assert not in_progress.exists()
 
 
 def test_remove(tmp_path: Path, publish_fake):
-    store = ImageStore(tmp_path)
+    store = ImageLibrary(tmp_path)
     publish_fake(store, "img")
     publish_fake(store, "other")
     assert store.remove("nope") is False
@@ -130,5 +130,5 @@ def test_remove(tmp_path: Path, publish_fake):
 
 
 def test_remove_empty_name(tmp_path: Path):
-    assert ImageStore(tmp_path).remove("") is False
+    assert ImageLibrary(tmp_path).remove("") is False
 

@@ -32,7 +32,7 @@ from computed.virt.libvirt.connection import LibvirtDriver
 from computed.store.models import Host, HostImage
 from computed.virt.errors import LaunchError
 from computed.virt.storage import Seed, for_host
-from images.store import ImageStore
+from images.library import ImageLibrary
 from tests import libvirtd_lock
 from tests.fakes import publish_with_disk
 
@@ -91,7 +91,7 @@ def db(tmp_path):
 @pytest.fixture
 def image(tmp_path):
     """A fake build with a real 64 MiB qcow2 disk (and small fake kernel and initrd)."""
-    return publish_with_disk(ImageStore(tmp_path / "images"), "copy-test-image")
+    return publish_with_disk(ImageLibrary(tmp_path / "images"), "copy-test-image")
 
 
 @pytest.fixture

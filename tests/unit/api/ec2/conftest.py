@@ -33,7 +33,7 @@ from computed.accounts.registry import Caller
 from computed.errors import AuthFailure, InvalidParameterValue
 from computed.service import Service
 from computed.compute.sizes import SizeCatalog
-from images.store import ImageStore
+from images.library import ImageLibrary
 
 REGION = "computed-1"
 CALLER = Caller("123456789012", "lite", False)
@@ -49,7 +49,7 @@ def lite(tmp_path):
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     svc = types.SimpleNamespace(
         settings=types.SimpleNamespace(region=REGION, availability_zone="computed-1a", default_image="none"),
-        sizes=SizeCatalog(), images=ImageStore(tmp_path / "images"))
+        sizes=SizeCatalog(), images=ImageLibrary(tmp_path / "images"))
     app.extensions["computed"] = svc
     rest_errors.register(app)
 

@@ -1,6 +1,7 @@
-"""The image store: one directory per image, replaced atomically.
+"""The image library: one directory per image, replaced atomically. (Its setting and the
+messages users see keep the name "image store": ``[images] store``.)
 
-Layout under the store root (a setting, ``var/images`` by default)::
+Layout under the library's root (a setting, ``var/images`` by default)::
 
     NAME/BUILD/manifest.json, disk.qcow2, vmlinuz, initrd.img, packages.txt
     NAME/current -> BUILD           (symlink, swapped atomically on publish)
@@ -38,7 +39,7 @@ class StoreError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class StoredImage:
+class ImageBuild:
     path: Path
     manifest: Manifest
 
@@ -58,7 +59,7 @@ class StoredImage:
         return data
 
 
-class ImageStore:
+class ImageLibrary:
     def __init__(self, root: Path):
         self.root = Path(root).absolute()
         self._staging = self.root / ".staging"
@@ -69,7 +70,7 @@ class ImageStore:
 
     # -- reading -----------------------------------------------------------------------
 
-    def get(self, name: str) -> StoredImage | None:
+    def get(self, name: str) -> ImageBuild | None:
         if not isinstance(name, str) or not VALID_NAME.fullmatch(name):
             return None
         current = self.root / name / CURRENT
@@ -77,11 +78,11 @@ class ImageStore:
             return None
         path = current.resolve()
         try:
-            return StoredImage(path, Manifest.read(path))
+            return ImageBuild(path, Manifest.read(path))
         except ManifestError:
             return None
 
-    def list(self) -> list[StoredImage]:
+    def list(self) -> list[ImageBuild]:
         images = []
         for entry in sorted(self.root.iterdir()):
             if entry.name.startswith(".") or not entry.is_dir():
@@ -113,7 +114,7 @@ class ImageStore:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
-    def publish(self, staging: Path) -> StoredImage:
+    def publish(self, staging: Path) -> ImageBuild:
         """Move a complete build (its manifest written last) into place and make it NAME's
         current build; older builds of NAME are removed. The caller must hold the lock."""
         manifest = Manifest.read(staging)
@@ -141,7 +142,7 @@ class ImageStore:
                 shutil.rmtree(old, ignore_errors=True)
         if aside:
             shutil.rmtree(aside, ignore_errors=True)
-        return StoredImage(final, manifest)
+        return ImageBuild(final, manifest)
 
     def remove(self, name: str) -> bool:
         """Remove NAME and all its builds; False if there was no such image."""
