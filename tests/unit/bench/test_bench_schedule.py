@@ -14,7 +14,7 @@ import pytest
 
 from tests import postgres
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 RUNS = ("(a) 1 API process, SQLite", "(b) 1 API process, PostgreSQL", "(c) 2 API processes, one PostgreSQL")
 
 

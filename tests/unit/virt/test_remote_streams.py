@@ -27,7 +27,7 @@ from computed.virt.libvirt.copy_storage import pool_names, pool_xml
 from computed.hosts.registry import check_uri
 from tests.vm.sshd import Sshd, SshdUnavailable
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 INSTANCE = "i-0000000000000race"
 READS = 150  # per reader; libssh's client crashed within the first few dozen
 
