@@ -47,19 +47,31 @@ def as_json(report: Report, group_by: list[str]) -> dict:
     }
 
 
+#: a spreadsheet takes a cell starting with one of these for a formula (OWASP's list)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value) -> str:
+    """VALUE as a CSV cell a spreadsheet shows as text: one that would start a formula (a
+    tenant's tag ``=HYPERLINK(...)``) gets a leading ``'``, as OWASP recommends."""
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 def as_csv(report: Report) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     tag_keys = sorted({k for r in report.rows for k, _ in r.tags})
-    writer.writerow(CSV_COLUMNS + tuple(f"resourceTags/user:{k}" for k in tag_keys))
+    writer.writerow(CSV_COLUMNS + tuple(_cell(f"resourceTags/user:{k}") for k in tag_keys))
     usage_type = "BoxUsage" if report.policy == "hourly" else "BoxUsage:PerSecond"
     unit = "Hrs" if report.policy == "hourly" else "Seconds"
     for r in report.rows:
         end = r.hour.replace(minute=59, second=59)
         tags = dict(r.tags)
-        writer.writerow((f"{_iso(r.hour)}/{_iso(end)}", _iso(r.hour), _iso(end), r.instance_id,
-                         f"{usage_type}:{r.size}", str(r.quantity), str(r.rate), str(r.cost), r.currency, r.size,
-                         r.image, r.owner, r.seconds_running, unit) + tuple(tags.get(k, "") for k in tag_keys))
+        writer.writerow(_cell(v) for v in (
+            (f"{_iso(r.hour)}/{_iso(end)}", _iso(r.hour), _iso(end), r.instance_id, f"{usage_type}:{r.size}",
+             r.quantity, r.rate, r.cost, r.currency, r.size, r.image, r.owner, r.seconds_running, unit)
+            + tuple(tags.get(k, "") for k in tag_keys)))
     return out.getvalue()
 
 

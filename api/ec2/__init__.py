@@ -19,7 +19,7 @@ from ..errors import too_large_message
 from . import catalog, instances, keypairs, tags, xml  # noqa: F401  (the action modules register their actions)
 from .context import ACTIONS, request_id
 from .errors import InvalidAction, MissingAction, NoSuchVersion, UnsupportedHttpVerb, wire_status
-from .params import Params, parse_pairs
+from .params import Params, parse_request
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,9 @@ def read_params() -> Params:
     # the raw body first: authentication verified its signature over these same bytes,
     # and request.form must never consume the stream
     body = request.get_data(cache=True)
-    pairs = parse_pairs(request.query_string)
-    if body:
-        if request.mimetype != FORM:
-            raise InvalidParameterValue(f"the body must be {FORM} (got {request.mimetype or 'no type'})")
-        pairs += parse_pairs(body)
-    return Params(pairs)
+    if body and request.mimetype != FORM:
+        raise InvalidParameterValue(f"the body must be {FORM} (got {request.mimetype or 'no type'})")
+    return Params(parse_request(request.query_string, body))
 
 
 @blp.route("/", methods=METHODS)

@@ -23,21 +23,63 @@ from .errors import DryRunOperation, MalformedQueryString, UnknownParameter
 ENVELOPE = frozenset({"Action", "Version", "X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
                       "X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Security-Token"})
 #: a list index: 1, 2, ... (no sign, no leading zero)
-_INDEX = r"([1-9][0-9]{0,5})"
+_INDEX_RE = re.compile("[1-9][0-9]{0,5}")
 MAX_FIELDS = 10000
 
 
-def parse_pairs(data: bytes) -> list[tuple[str, str]]:
+def parse_pairs(data: bytes, limit: int = MAX_FIELDS) -> list[tuple[str, str]]:
     """NAME=VALUE pairs of a query string or form body, blank values kept; the bytes must
-    be UTF-8 once percent-decoded."""
+    be UTF-8 once percent-decoded, and hold at most LIMIT pairs."""
     try:
         text = data.decode("utf-8")
         return parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict",
-                         max_num_fields=MAX_FIELDS)
+                         max_num_fields=limit)
     except UnicodeDecodeError:
         raise MalformedQueryString("the request's parameters are not UTF-8") from None
     except ValueError:
-        raise MalformedQueryString(f"the request has more than {MAX_FIELDS} parameters") from None
+        raise MalformedQueryString(f"the request has more than {MAX_FIELDS} parameters "
+                                   "(the query string and the body together)") from None
+
+
+def parse_request(query: bytes, body: bytes) -> list[tuple[str, str]]:
+    """The pairs of the query string, then of the form body: at most MAX_FIELDS in all."""
+    pairs = parse_pairs(query)
+    if body:
+        pairs += parse_pairs(body, MAX_FIELDS - len(pairs))
+    return pairs
+
+
+#: list prefixes are looked up at most this deep: ``TagSpecification.N.Tag.M.Key`` has
+#: its last index in the fourth dot-separated part
+_LIST_DEPTH = 5
+
+
+class _ListIndex:
+    """For each list prefix (``Filter``, ``Filter.3.Value``, ``InstanceId``, ...): the indices
+    N that follow it in some parameter name, each with what follows ``PREFIX.N`` (None when
+    nothing does, else the rest of the name after the dot). Built in one pass over the
+    names, so that every list an action reads is found without rescanning them all."""
+
+    def __init__(self, names: Iterable[str]):
+        self._lists: dict[str, dict[int, set[str | None]]] = {}
+        for name in names:
+            parts = name.split(".", _LIST_DEPTH)
+            start = 0  # where parts[i] begins in name
+            for i, part in enumerate(parts[:_LIST_DEPTH]):
+                if i and _INDEX_RE.fullmatch(part):
+                    end = start + len(part)
+                    rest = name[end + 1:] if end < len(name) else None
+                    self._lists.setdefault(name[:start - 1], {}).setdefault(int(part), set()).add(rest)
+                start += len(part) + 1
+
+    def exact(self, prefix: str) -> list[int]:
+        """The N of every ``PREFIX.N`` parameter, in order."""
+        return sorted(n for n, rests in self._lists.get(prefix, {}).items() if None in rests)
+
+    def followed(self, prefix: str, by: Collection[str] | None = None) -> list[int]:
+        """The N of every ``PREFIX.N.REST`` parameter (REST one of BY, if given), in order."""
+        return sorted(n for n, rests in self._lists.get(prefix, {}).items()
+                      if any(r is not None and (by is None or r in by) for r in rests))
 
 
 @dataclass(frozen=True)
@@ -55,6 +97,7 @@ class Params:
             if name in self._values:
                 raise InvalidParameterValue(f"the parameter {name} is given more than once")
             self._values[name] = value
+        self._lists = _ListIndex(self._values)
         self._read: set[str] = set()
         self.dry_run = False
         self.finished = False
@@ -117,16 +160,10 @@ class Params:
 
     # -- lists -------------------------------------------------------------------------
 
-    def _indices(self, pattern: str) -> list[int]:
-        """The N of every parameter whose name matches PATTERN (a regex with one group, the index)."""
-        regex = re.compile(pattern)
-        found = {int(m.group(1)) for name in self._values if (m := regex.fullmatch(name))}
-        return sorted(found)
-
     def strings(self, prefix: str, required: bool = False) -> list[str]:
         """PREFIX.1, PREFIX.2, ... in index order, duplicates dropped."""
         values = []
-        for n in self._indices(re.escape(prefix) + r"\." + _INDEX):
+        for n in self._lists.exact(prefix):
             values.append(self.raw(f"{prefix}.{n}"))
         if required and not values:
             raise MissingParameter(f"The request must contain the parameter {prefix}.1")
@@ -136,11 +173,10 @@ class Params:
         """Filter.N.Name / Filter.N.Value.M as {name: values}; a name given in two filters
         has the values of both. A name not in ALLOWED nor starting with one of PREFIXES
         (like ``tag:``) is InvalidParameterValue."""
-        out: dict[str, tuple[str, ...]] = {}
-        for n in self._indices(r"Filter\." + _INDEX + r"\..*"):
+        out: dict[str, dict[str, None]] = {}  # each name's values, in order, each once
+        for n in self._lists.followed("Filter"):
             name = self.raw(f"Filter.{n}.Name")
-            values = tuple(self.raw(f"Filter.{n}.Value.{m}")
-                           for m in self._indices(rf"Filter\.{n}\.Value\." + _INDEX))
+            values = tuple(self.raw(f"Filter.{n}.Value.{m}") for m in self._lists.exact(f"Filter.{n}.Value"))
             if name is None:
                 raise MissingParameter(f"The request must contain the parameter Filter.{n}.Name")
             if name not in allowed and not any(name.startswith(p) and len(name) > len(p) for p in prefixes):
@@ -148,14 +184,14 @@ class Params:
                 raise InvalidParameterValue(f"The filter '{name}' is invalid (filters: {known})")
             if not values:
                 raise InvalidParameterValue(f"The filter '{name}' needs at least one value (Filter.{n}.Value.1)")
-            out[name] = tuple(dict.fromkeys(out.get(name, ()) + values))
-        return out
+            out.setdefault(name, {}).update(dict.fromkeys(values))
+        return {name: tuple(values) for name, values in out.items()}
 
     def tags(self, prefix: str = "Tag", value_required: bool = True) -> dict[str, str | None]:
         """PREFIX.N.Key / PREFIX.N.Value as {key: value}. A missing value is "" (as EC2's
         CreateTags), or None when VALUE_REQUIRED is false (DeleteTags: whatever the value)."""
         tags: dict[str, str | None] = {}
-        for n in self._indices(re.escape(prefix) + r"\." + _INDEX + r"\.(?:Key|Value)"):
+        for n in self._lists.followed(prefix, by=("Key", "Value")):
             key = self.raw(f"{prefix}.{n}.Key")
             value = self.raw(f"{prefix}.{n}.Value")
             if key is None:
@@ -168,7 +204,7 @@ class Params:
     def tag_specifications(self, resource_types: Collection[str]) -> dict[str, dict[str, str]]:
         """TagSpecification.N.ResourceType and .Tag.M.Key/.Value as {resource type: tags}."""
         out: dict[str, dict[str, str]] = {}
-        for n in self._indices(r"TagSpecification\." + _INDEX + r"\..*"):
+        for n in self._lists.followed("TagSpecification"):
             kind = self.raw(f"TagSpecification.{n}.ResourceType")
             tags = self.tags(f"TagSpecification.{n}.Tag")
             if kind is None:

@@ -1,5 +1,9 @@
 """The hourly cost chart: cost per UTC hour, stacked by size, as a PNG (matplotlib, no
-display needed)."""
+display needed).
+
+Drawn with matplotlib's object-oriented API on a Figure of its own and the Agg canvas,
+never through pyplot: pyplot keeps global state (the current figure, the backend, the
+list of open figures) that request threads drawing at once would share."""
 
 from __future__ import annotations
 
@@ -10,10 +14,9 @@ from .metering import Report
 
 
 def cost_chart_png(report: Report) -> bytes:
-    import matplotlib
-    matplotlib.use("Agg")
     from matplotlib import dates as mdates
-    from matplotlib import pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     currencies = sorted(report.total()) or ["USD"]
     currency = currencies[0]
@@ -23,7 +26,9 @@ def cost_chart_png(report: Report) -> bytes:
     for r in report.rows:
         if r.currency == currency:
             cost[(r.size, r.hour)] += float(r.cost)
-    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
+    fig = Figure(figsize=(10, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     bottom = [0.0] * len(hours)
     width = 1 / 24 * 0.9
     for size in sizes:
@@ -46,5 +51,4 @@ def cost_chart_png(report: Report) -> bytes:
     fig.tight_layout()
     out = io.BytesIO()
     fig.savefig(out, format="png")
-    plt.close(fig)
     return out.getvalue()

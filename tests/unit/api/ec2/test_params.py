@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import sys
 
 import pytest
 
@@ -180,6 +181,50 @@ def test_tag_specifications():
 
 
 # -- the end of parsing ------------------------------------------------------------------------
+
+def _traced_lines(work) -> int:
+    """How many lines of Python WORK runs: a count of work done, not of time."""
+    count = 0
+
+    def trace(frame, event, arg):
+        nonlocal count
+        if event == "line":
+            count += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        work()
+    finally:
+        sys.settrace(None)
+    return count
+
+
+def _many_lists(n: int):
+    pairs = [("Action", "DescribeInstances")]
+    for i in range(1, n + 1):
+        # every filter has the same name: their values are merged
+        pairs += [(f"Filter.{i}.Name", "tag:k"), (f"Filter.{i}.Value.1", f"v{i}"),
+                  (f"TagSpecification.{i}.ResourceType", f"t{i}"), (f"TagSpecification.{i}.Tag.1.Key", "k"),
+                  (f"InstanceId.{i}", f"i-{i}")]
+    return pairs
+
+
+def test_lists_are_read_in_time_linear_in_the_parameters():
+    """Reading N filters, N tag specifications and N ids costs O(N), not O(N^2) (each list
+    used to rescan every parameter name): four times the parameters, about four times the
+    lines run, where a rescan per list would be sixteen."""
+    def read(n):
+        def work():
+            p = Params(_many_lists(n))
+            assert len(p.filters(allowed=(), prefixes=("tag:",))["tag:k"]) == n
+            p.tag_specifications({f"t{i}" for i in range(1, n + 1)})
+            p.strings("InstanceId")
+        return work
+
+    small, large = _traced_lines(read(200)), _traced_lines(read(800))
+    assert large / small < 5, (small, large)
+
 
 def test_unknown_parameters_and_the_envelope():
     p = P(("Action", "DescribeInstances"), ("Version", "2016-11-15"), ("X-Amz-Signature", "ab"),

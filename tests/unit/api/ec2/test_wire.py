@@ -124,6 +124,22 @@ def test_parameters_that_are_not_utf8(lite):
     error(response, 400, "MalformedQueryString")
 
 
+def test_the_parameter_cap_counts_query_and_body_together(lite):
+    query = "&".join(f"Q{i}=1" for i in range(6000))
+    body = "&".join(f"B{i}=1" for i in range(6000)).encode()
+    response = lite.post(f"/?Action=DescribeRegions&Version={V}&{query}", data=body,
+                         content_type="application/x-www-form-urlencoded")
+    message = error(response, 400, "MalformedQueryString")
+    assert "more than 10000 parameters" in message and "together" in message
+
+
+def test_twenty_thousand_filters_are_refused_clearly(lite):
+    body = "&".join(f"Filter.{i}.Name=region-name&Filter.{i}.Value.1=x" for i in range(1, 10001)).encode()
+    response = lite.post(f"/?Action=DescribeRegions&Version={V}", data=body,
+                         content_type="application/x-www-form-urlencoded")
+    assert "more than 10000 parameters" in error(response, 400, "MalformedQueryString")
+
+
 def test_a_body_over_the_limit(lite):
     response = lite.post("/", data=b"Action=DescribeRegions&Pad=" + b"x" * (1024 * 1024),
                          content_type="application/x-www-form-urlencoded")
