@@ -19,7 +19,7 @@ or ``console``). That time is kept to the minute (``USE_RESOLUTION``): a request
 only when the time its key's row showed (read anyway to authenticate) is a minute old or
 more, so a busy key costs one write a minute, not one per request, whatever the number of
 processes (the write's own condition skips a row another process has just brought up to
-date)."""
+date, and each process tries at most once a minute per key)."""
 
 from __future__ import annotations
 
@@ -82,6 +82,9 @@ class AccessKeys:
         self.db = db
         self.box = box
         self.clock = clock
+        #: key id -> when this process last tried to record its use: a burst of requests
+        #: that all read a stale time try once, not once each (never a cache of the key)
+        self._tried: dict[str, dt.datetime] = {}
 
     # -- what an account (or an admin) asks for ---------------------------------------------
 
@@ -157,6 +160,12 @@ class AccessKeys:
         now = self.clock.now()
         if seen is not None and now - seen < USE_RESOLUTION:
             return False
+        tried = self._tried.get(access_key_id)
+        if tried is not None and dt.timedelta(0) <= now - tried < USE_RESOLUTION:
+            return False
+        if len(self._tried) > 10_000:  # keys come and go: forget them all now and then
+            self._tried.clear()
+        self._tried[access_key_id] = now
         try:
             with self.db.session() as s:
                 done = s.execute(update(AccessKey).where(

@@ -269,3 +269,31 @@ def test_last_use_is_recorded_at_most_once_a_minute(make_app):
     clock.advance(minutes=5)
     assert browser.get(PATH, auth=None, headers=with_cookie(token)).get_json()["access_keys"][0][
         "last_used_service"] == "console"
+
+
+def test_a_burst_that_read_a_stale_last_use_tries_one_write(make_app):
+    """Requests in flight together all read the same stale time: this process tries the
+    write once a minute per key, not once each; another process (another AccessKeys on the
+    same store) finds the row written and writes nothing."""
+    from computed.accounts.access_keys import AccessKeys
+
+    clock = FakeClock(T0)
+    app = make_app(clock=clock)
+    svc = app.extensions["computed"]
+    first = app.config["TEST_AUTH"][0]
+    statements = []
+
+    @event.listens_for(svc.db.engine, "before_cursor_execute")
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("UPDATE ACCESS_KEYS"):
+            statements.append(statement)
+
+    assert svc.access_keys.record_use(first, "rest", None) is True
+    assert [svc.access_keys.record_use(first, "rest", None) for _ in range(10)] == [False] * 10
+    assert len(statements) == 1
+    other_process = AccessKeys(svc.db, svc.accounts.box, clock)
+    assert other_process.record_use(first, "ec2", None) is False  # tried: the row is fresh
+    assert len(statements) == 2
+    clock.advance(minutes=1)
+    assert svc.access_keys.record_use(first, "ec2", T0) is True
+    assert keys(app.test_client())[first]["last_used_service"] == "ec2"
