@@ -101,6 +101,8 @@ def test_an_inactive_key_fails_at_once_then_works_again(accounts, expect_error):
     _, secret = app.config["TEST_AUTH"]
     signed = send_signed(app.test_client(), "GET", "/v1/instances", first, secret, region)
     assert expect_error(signed, 401, "AuthFailure") == FAILED  # SigV4
+    presigned = send_signed(app.test_client(), "GET", "/v1/instances", first, secret, region, expires=300)
+    assert expect_error(presigned, 401, "AuthFailure") == FAILED  # a presigned URL made before, or after
     assert keys(new)[first]["status"] == "Inactive"
 
     assert patch(new, first, "Active").status_code == 200
