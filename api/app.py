@@ -13,7 +13,7 @@ from computed.clock import Clock
 from computed.service import Service
 from computed.settings import Settings
 
-from . import auth, billing, budgets, catalog, console, docs, ec2, errors, hosts, instances, keypairs, metrics, ports
+from . import access_keys, auth, billing, budgets, catalog, console, docs, ec2, errors, hosts, instances, keypairs, metrics, ports
 from .schemas import ErrorResponseSchema
 
 #: the default of the api_max_body setting (the limit of a request's body)
@@ -52,7 +52,7 @@ def create_app(config: Settings | dict | None = None, service: Service | None = 
                                         "security": [{name: []} for name in SECURITY_SCHEMES]})
     for name, scheme in SECURITY_SCHEMES.items():
         api.spec.components.security_scheme(name, scheme)
-    for module in (catalog, keypairs, instances, ports, billing, budgets, hosts):
+    for module in (catalog, keypairs, instances, ports, billing, budgets, access_keys, hosts):
         api.register_blueprint(module.blp)
     app.register_blueprint(docs.blp)
     app.register_blueprint(ec2.blp)  # the EC2 Query API at / and /ec2/

@@ -9,8 +9,11 @@ before the view runs.
   only, when no ``Authorization`` header is sent; a request that may change something also
   needs the console's header (CSRF). The console's page, assets and login are public.
 
-Any failure is ``AuthFailure`` (401) with one message whatever went wrong: an unknown key,
-a wrong secret or signature, a clock skew over 15 minutes, an expired presigned URL."""
+Any failure is ``AuthFailure`` (401) with one message whatever went wrong: an unknown,
+deleted or inactive key, a wrong secret or signature, a clock skew over 15 minutes, an
+expired presigned URL. The key is read from the store at every request (nothing is
+cached), so a key deleted or deactivated in any service process fails in all at once; a
+success records the key's last use, at most once a minute (``computed.accounts.access_keys``)."""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import logging
 
 from flask import Flask, g, request
 
-from computed.accounts.registry import Caller
+from computed.accounts.registry import Caller, KeyLookup
 from computed.errors import AuthFailure
 
 from . import console_session, sigv4
@@ -40,16 +43,25 @@ def current_caller() -> Caller:
     return g.caller
 
 
-def check_secret(access_key_id: str, secret: str) -> Caller:
-    """The caller whose access key this is, if SECRET is its secret; else AuthFailure."""
+def _used(found: KeyLookup, through: str | None = None) -> Caller:
+    """FOUND's caller, its key's use recorded (through the API this request is for, or THROUGH)."""
+    if through is None:
+        ec2 = not (request.path == "/v1" or request.path.startswith(("/v1/", "/console", METRICS_PATH)))
+        through = "ec2" if ec2 else "rest"
+    service().access_keys.record_use(found.caller.access_key_id, through, found.last_used_at)
+    return found.caller
+
+
+def check_secret(access_key_id: str, secret: str, through: str | None = None) -> Caller:
+    """The caller whose active access key this is, if SECRET is its secret; else AuthFailure."""
     # only what could be a key id reaches the store (PostgreSQL refuses to compare a NUL)
     possible = access_key_id.isascii() and access_key_id.isalnum()
-    found = service().accounts.lookup(access_key_id) if possible else None
+    found = service().accounts.find(access_key_id) if possible else None
     # compare even for an unknown key, so the answer takes as long either way
-    expected = found[1] if found else "-" * 40
+    expected = found.secret if found else "-" * 40
     if not hmac.compare_digest(secret.encode(), expected.encode()) or found is None:
         raise AuthFailure(FAILED)
-    return found[0]
+    return _used(found, through)
 
 
 def _basic() -> Caller:
@@ -58,27 +70,27 @@ def _basic() -> Caller:
 
 
 def _session(token: str) -> Caller:
-    """The console's cookie: its login still in the store (not logged out) and its access key
-    looked up again (one deleted since ends it)."""
+    """The console's cookie: its login still in the store (not logged out, its key not
+    deactivated or deleted since) and its access key looked up again, active."""
     session = console_session.current(token)
-    found = service().accounts.lookup(session.access_key_id) if session else None
+    found = service().accounts.find(session.access_key_id) if session else None
     if found is None:
         raise AuthFailure(FAILED)
     if request.method not in console_session.SAFE_METHODS and request.headers.get(console_session.HEADER) != "1":
         raise console_session.ConsoleHeaderMissing(console_session.MISSING_HEADER)
-    return found[0]
+    return _used(found, "console")
 
 
 def _signed(query: list[tuple[str, str]]) -> Caller:
     svc = service()
-    callers: dict[str, Caller] = {}
+    found_keys: dict[str, KeyLookup] = {}
 
     def secret_for(access_key_id: str) -> str | None:
-        found = svc.accounts.lookup(access_key_id)
+        found = svc.accounts.find(access_key_id)
         if found is None:
             return None
-        callers[access_key_id] = found[0]
-        return found[1]
+        found_keys[access_key_id] = found
+        return found.secret
 
     try:
         signed = sigv4.verify(request.method, sigv4.wsgi_path(request.environ), query, request.headers,
@@ -87,7 +99,7 @@ def _signed(query: list[tuple[str, str]]) -> Caller:
     except sigv4.SignatureError as e:
         log.info("refused a SigV4 request: %s", e)  # for the operator; never the secret
         raise AuthFailure(FAILED) from None
-    return callers[signed.access_key_id]
+    return _used(found_keys[signed.access_key_id])
 
 
 def authenticate() -> None:

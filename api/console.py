@@ -107,7 +107,7 @@ def login():
     if not isinstance(key_id, str) or not isinstance(secret, str):
         raise AuthFailure(FAILED)
     try:
-        caller = check_secret(key_id.strip(), secret)
+        caller = check_secret(key_id.strip(), secret, through="console")
     except AuthFailure:
         log.info("refused a console login from %s", request.remote_addr)  # never the key id or secret
         raise

@@ -89,6 +89,23 @@ class AccountNotFound(ComputedError):
     code, status = "InvalidAccountID.NotFound", 404
 
 
+class AccessKeyNotFound(ComputedError):
+    """An access key id that names no key the caller may see: unknown, deleted, or another
+    account's (which answers exactly as one that does not exist)."""
+    code, status = "InvalidAccessKeyId.NotFound", 404
+
+
+class AccessKeyLimitExceeded(ComputedError):
+    """A third access key for an account: two are enough to rotate (IAM's limit too)."""
+    code, status = "LimitExceeded", 409
+
+
+class LastActiveAccessKey(ComputedError):
+    """Deleting or deactivating an account's last active key, which would leave it no way
+    in, without ``force``."""
+    code, status = "LastActiveAccessKey", 409
+
+
 class UnauthorizedOperation(ComputedError):
     """An operation the caller's account may not do (admins only)."""
     code, status = "UnauthorizedOperation", 403

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from images.library import ImageLibrary
 
+from computed.accounts.access_keys import AccessKeys
 from computed.accounts.registry import KEY_FILE, Accounts
 from computed.billing.accrued import AccruedCost
 from computed.billing.admission import BudgetAdmission
@@ -44,7 +45,9 @@ class Service:
         self.db = Database(settings.database_url)
         self.images = ImageLibrary(settings.image_library)
         self.sizes = SizeCatalog.load(settings.sizes_file)
-        self.accounts = Accounts(self.db, SecretBox(settings.var_dir / KEY_FILE))
+        box = SecretBox(settings.var_dir / KEY_FILE)
+        self.accounts = Accounts(self.db, box)
+        self.access_keys = AccessKeys(self.db, box, self.clock)
         self.console_sessions = ConsoleSessions(self.db, self.clock)
         self.keypairs = KeyPairs(self.db)
         self.metrics = Metrics()

@@ -50,10 +50,9 @@ def free_port_range(size: int, rnd: random.Random) -> tuple[int, int]:
 
 
 def serve_command() -> list[str]:
-    """``computed serve`` of this checkout: the virtualenv's ``computed`` beside this Python."""
-    script = Path(sys.executable).with_name("computed")
-    if script.is_file():
-        return [str(script), "serve"]
+    """``computed serve`` of this checkout, run from it (cwd ROOT, which ``-c`` puts first on
+    the path): not the virtualenv's ``computed`` script, whose editable install may be
+    another checkout's (a git worktree sharing the virtualenv)."""
     return [sys.executable, "-c", "from computed.cli import main; main()", "serve"]
 
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 
 from computed.clock import Clock
+from computed.errors import AuthFailure
 from computed.store.engine import Database
-from computed.store.models import ConsoleSession
+from computed.store.models import AccessKey, ConsoleSession
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,10 @@ class ConsoleSessions:
         now = self.clock.now()
         login = Login(secrets.token_hex(16), access_key_id, (now + lifetime).replace(microsecond=0))
         with self.db.session() as s:
+            # checked again in this writing transaction: a key deactivated since it was checked
+            # gets no session (a deactivation deletes the sessions there were, in turn)
+            if s.scalar(select(AccessKey.status).where(AccessKey.id == access_key_id)) != "Active":
+                raise AuthFailure("AWS was not able to validate the provided access credentials")
             s.execute(delete(ConsoleSession).where(ConsoleSession.expires_at <= now))
             s.add(ConsoleSession(id=login.id, access_key_id=access_key_id, created_at=now,
                                  expires_at=login.expires_at))
@@ -43,7 +48,7 @@ class ConsoleSessions:
 
     def is_open(self, session_id: str, access_key_id: str) -> bool:
         """Whether SESSION_ID is a live session of ACCESS_KEY_ID: not ended (logged out,
-        expired, its key deleted) and ever made."""
+        expired, its key deleted or deactivated) and ever made."""
         with self.db.reading() as s:
             expires_at = s.scalar(select(ConsoleSession.expires_at).where(
                 ConsoleSession.id == session_id, ConsoleSession.access_key_id == access_key_id))

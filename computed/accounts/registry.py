@@ -2,17 +2,20 @@
 account; a caller sees and acts on its own only, except an admin, who sees everything.
 
 An access key is an id (``AKCD`` and 16 characters, shaped like AWS's) and a secret; the
-secret is shown once, when the account is made, and kept sealed (``secret_box``) because
-verifying a SigV4 signature needs it. The first ``computed serve`` on an empty store makes
-an admin account and writes its credentials to a file only its owner can read."""
+secret is shown once, when the key is made, and kept sealed (``secret_box``) because
+verifying a SigV4 signature needs it. An account has one or two keys, each Active or
+Inactive (``access_keys``: made, deactivated, deleted there). The first ``computed serve``
+on an empty store makes an admin account and writes its credentials to a file only its
+owner can read (``write_credentials_file``, which rotating that key uses too)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -37,6 +40,8 @@ class Caller:
     account_id: str
     name: str
     admin: bool = False
+    #: the access key the request authenticated with (None when not from a request)
+    access_key_id: str | None = field(default=None, compare=False)
 
     @property
     def scope(self) -> str | None:
@@ -64,14 +69,44 @@ class Credentials:
 
     @property
     def caller(self) -> Caller:
-        return Caller(self.account_id, self.name, self.admin)
+        return Caller(self.account_id, self.name, self.admin, access_key_id=self.access_key_id)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _access_key_id() -> str:
+@dataclass(frozen=True)
+class KeyLookup:
+    """What authenticating with an access key needs: who it stands for, its secret, and
+    when it was last recorded as used (``AccessKeys.record_use``)."""
+    caller: Caller
+    secret: str
+    last_used_at: dt.datetime | None
+
+
+def new_access_key_id() -> str:
     return "AKCD" + "".join(secrets.choice(KEY_ALPHABET) for _ in range(16))
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(30)  # 40 characters, 240 bits
+
+
+def write_credentials_file(path: Path, creds: Credentials) -> None:
+    """CREDS as JSON in PATH, readable by its owner only (0600 from the start), replacing
+    what was there at once (a reader sees the old file or the new one, never half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an older temp file of this pid keeps its mode through O_CREAT
+        with os.fdopen(fd, "w") as f:
+            json.dump(creds.to_dict(), f, indent=2)
+            f.write("\n")
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def _account_id() -> str:
@@ -89,8 +124,8 @@ class Accounts:
         if not isinstance(name, str) or not NAME.fullmatch(name):
             raise InvalidParameterValue("an account name is 1 to 64 characters: letters, digits and . _ @ + - "
                                         "(not first)")
-        secret = secrets.token_urlsafe(30)  # 40 characters, 240 bits
-        key_id = _access_key_id()
+        secret = new_secret()
+        key_id = new_access_key_id()
         try:
             with self.db.session() as s:
                 if s.scalar(select(Account.id).where(Account.name == name)) is not None:
@@ -112,18 +147,26 @@ class Accounts:
         with self.db.reading() as s:
             return s.scalar(select(func.count()).select_from(Account))
 
-    def lookup(self, access_key_id: str) -> tuple[Caller, str] | None:
-        """The caller an access key id stands for and its secret, or None if unknown."""
+    def find(self, access_key_id: str) -> KeyLookup | None:
+        """The caller an active access key stands for, its secret and last use; None if the
+        key is unknown, deleted or inactive. Read from the store at every call (one row by
+        its primary key, with its account): nothing is cached, so a key deleted or
+        deactivated by any process of the service fails in every one at its next request."""
         if not isinstance(access_key_id, str) or len(access_key_id) != 20:
             return None
         with self.db.reading() as s:
             key = s.get(AccessKey, access_key_id)
-            if key is None:
+            if key is None or key.status != "Active":
                 return None
-            caller = Caller(key.account.id, key.account.name, key.account.admin)
-            sealed = key.sealed_secret
+            caller = Caller(key.account.id, key.account.name, key.account.admin, access_key_id=key.id)
+            sealed, last_used_at = key.sealed_secret, key.last_used_at
         secret = self.box.open(sealed)
-        return None if secret is None else (caller, secret)
+        return None if secret is None else KeyLookup(caller, secret, last_used_at)
+
+    def lookup(self, access_key_id: str) -> tuple[Caller, str] | None:
+        """(caller, secret) of an active access key, or None (``find``)."""
+        found = self.find(access_key_id)
+        return None if found is None else (found.caller, found.secret)
 
     def bootstrap(self, path: Path) -> Credentials | None:
         """On a store without accounts: an admin account, its credentials written to PATH
@@ -134,11 +177,5 @@ class Accounts:
             creds = self.create(BOOTSTRAP_NAME, admin=True)
         except InvalidParameterValue:  # another process made it meanwhile
             return None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.{os.getpid()}")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(creds.to_dict(), f, indent=2)
-            f.write("\n")
-        os.replace(temp, path)
+        write_credentials_file(path, creds)
         return creds

@@ -61,19 +61,27 @@ class Account(Base):
 
 class AccessKey(Base):
     """An account's credentials: the access key id, and the secret sealed with the service's
-    own key (``secret_box``), since verifying a SigV4 signature needs the secret itself."""
+    own key (``secret_box``), since verifying a SigV4 signature needs the secret itself. An
+    account has at most two (``access_keys.MAX_PER_ACCOUNT``, checked by the code), so that
+    it can rotate: make the second, move its clients, deactivate and delete the first."""
     __tablename__ = "access_keys"
     id: Mapped[str] = mapped_column(String(20), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     sealed_secret: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    #: Active or Inactive (IAM's words): an inactive key authenticates nothing until reactivated
+    status: Mapped[str] = mapped_column(String(8), default="Active", server_default="Active")
+    #: when the key last authenticated a request, to the minute (``access_keys.USE_RESOLUTION``),
+    #: and through what: rest, ec2 or console
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    last_used_service: Mapped[str | None] = mapped_column(String(16))
     account: Mapped[Account] = relationship(back_populates="access_keys", lazy="joined")
 
 
 class ConsoleSession(Base):
     """A web console login (``console_sessions``): its cookie names the row, which logging
     out deletes, so a copy of the cookie ends with it. Rows past ``expires_at`` are deleted
-    at the next login; the access key's deletion deletes its sessions."""
+    at the next login; the access key's deletion or deactivation deletes its sessions."""
     __tablename__ = "console_sessions"
     #: random (128 bits, hex); only the signed cookie carries it
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -91,7 +91,7 @@ def endpoints(client) -> list[tuple[str, str]]:
     found = []
     for template, operations in response.get_json()["paths"].items():
         path = (template.replace("{instance_id}", UNKNOWN_INSTANCE).replace("{name}", "k-nobody")
-                .replace("{host_port}", "8080"))
+                .replace("{host_port}", "8080").replace("{access_key_id}", UNKNOWN_KEY_ID))
         assert "{" not in path, f"a path parameter this test does not know: {template}"
         found.extend((method.upper(), path) for method in operations if method in HTTP_METHODS)
     return found
@@ -305,9 +305,11 @@ HOST_OPERATIONS = {("GET", "/v1/hosts"), ("POST", "/v1/hosts"), ("GET", "/v1/hos
                    ("DELETE", "/v1/hosts/{name}"), ("POST", "/v1/hosts/{name}/disable"),
                    ("POST", "/v1/hosts/{name}/enable")}
 #: operations anyone may call for their own account, and only an admin for another's (the
-#: 403 of naming another account: tests/unit/billing/test_api_budgets.py)
+#: 403 of naming another account: tests/unit/billing/test_api_budgets.py,
+#: tests/unit/api/test_api_access_keys.py)
 OTHER_ACCOUNTS_OPERATIONS = {("GET", "/v1/budget"), ("PUT", "/v1/budget"), ("DELETE", "/v1/budget"),
-                             ("GET", "/v1/budget/events")}
+                             ("GET", "/v1/budget/events"), ("GET", "/v1/account/access-keys"),
+                             ("POST", "/v1/account/access-keys")}
 
 
 def test_admin_only_operations_refuse_other_accounts(tenants, expect_error, case, node_uri):

@@ -26,6 +26,9 @@ OPERATIONS = {
     ("/v1/instances/{instance_id}/ports/{host_port}", "delete"),
     ("/v1/billing/report", "get"),
     ("/v1/budget", "get"), ("/v1/budget", "put"), ("/v1/budget", "delete"), ("/v1/budget/events", "get"),
+    ("/v1/account/access-keys", "get"), ("/v1/account/access-keys", "post"),
+    ("/v1/account/access-keys/{access_key_id}", "get"), ("/v1/account/access-keys/{access_key_id}", "patch"),
+    ("/v1/account/access-keys/{access_key_id}", "delete"),
     ("/v1/hosts", "get"), ("/v1/hosts", "post"), ("/v1/hosts/{name}", "get"), ("/v1/hosts/{name}", "delete"),
     ("/v1/hosts/{name}/disable", "post"), ("/v1/hosts/{name}/enable", "post"),
 }
@@ -143,6 +146,11 @@ DOCUMENTED_ERRORS = [
     ("/v1/billing/report", "get", {"400"}),
     ("/v1/budget", "get", {"400", "403", "404"}), ("/v1/budget", "put", {"400", "403", "404", "413", "415"}),
     ("/v1/budget", "delete", {"400", "403", "404"}), ("/v1/budget/events", "get", {"400", "403", "404"}),
+    ("/v1/account/access-keys", "get", {"400", "403", "404"}),
+    ("/v1/account/access-keys", "post", {"400", "403", "404", "409"}),
+    ("/v1/account/access-keys/{access_key_id}", "get", {"404"}),
+    ("/v1/account/access-keys/{access_key_id}", "patch", {"400", "404", "409", "413", "415"}),
+    ("/v1/account/access-keys/{access_key_id}", "delete", {"400", "404", "409"}),
     ("/v1/hosts", "get", {"403"}), ("/v1/hosts", "post", {"400", "403", "409", "413", "415"}),
     ("/v1/hosts/{name}", "get", {"403", "404"}), ("/v1/hosts/{name}", "delete", {"403", "404", "409"}),
     ("/v1/hosts/{name}/disable", "post", {"403", "404"}), ("/v1/hosts/{name}/enable", "post", {"403", "404"}),
@@ -168,6 +176,10 @@ def test_path_parameters_have_their_patterns(spec):
         if "instance_id" in params:
             assert re.fullmatch(params["instance_id"]["schema"]["pattern"], "i-0123456789abcdef0")
             assert not re.fullmatch(params["instance_id"]["schema"]["pattern"], "i-0123")
+        if "access_key_id" in params:
+            assert re.fullmatch(params["access_key_id"]["schema"]["pattern"], "AKCDABCDEFGHIJKLMNOP")
+            for bad in ("AKCDabcdefghijklmnop", "AKCD1BCDEFGHIJKLMNOP", "AKCD", "../AKCDABCDEFGHIJKLMNOP"):
+                assert not re.fullmatch(params["access_key_id"]["schema"]["pattern"], bad), bad
         if "name" in params and path.startswith("/v1/keypairs/"):
             assert re.fullmatch(params["name"]["schema"]["pattern"], "my-key.pem")
             assert not re.fullmatch(params["name"]["schema"]["pattern"], "../key")

@@ -83,6 +83,11 @@ REFUSALS: dict[tuple[str, str], list[tuple[int, str, str]]] = {
     ("PUT", "/v1/budget"): [(404, "InvalidAccountID.NotFound", ""),
                             (400, "InvalidParameterValue", r"^(amount: must be more than 0|currency: the price catalog)")],
     ("GET", "/v1/budget/events"): [(404, "InvalidAccountID.NotFound", "")],
+    # access keys: an account id that names no account, a third key, a generated key id that names none
+    ("GET", "/v1/account/access-keys"): [(404, "InvalidAccountID.NotFound", "")],
+    ("POST", "/v1/account/access-keys"): [(404, "InvalidAccountID.NotFound", ""), (409, "LimitExceeded", "")],
+    **{(m, "/v1/account/access-keys/{access_key_id}"): [(404, "InvalidAccessKeyId.NotFound", "")]
+       for m in ("GET", "PATCH", "DELETE")},
     # an instance that does not exist or is in transition; a port taken, or in the SSH range
     **{(m, p): [(404, "", ""), (409, "IncorrectInstanceState", ""), (409, "InvalidPort.InUse", ""),
                 (400, "InvalidParameterValue", r"kept for the instances' SSH")] for m, p in (

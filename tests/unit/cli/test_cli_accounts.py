@@ -127,7 +127,7 @@ def test_account_ls_never_shows_a_secret(run):
     assert listed.exit_code == 0
     rows = {a["name"]: a for a in json.loads(listed.stdout)}
     assert set(rows) == {"alice", "root"}
-    assert set(rows["alice"]) == {"id", "name", "admin", "created_at", "access_key_ids"}
+    assert set(rows["alice"]) == {"id", "name", "admin", "created_at", "access_key_ids", "inactive_access_key_ids"}
     assert rows["alice"]["id"] == alice["account_id"] and rows["alice"]["admin"] is False
     assert rows["alice"]["access_key_ids"] == [alice["access_key_id"]]
     assert rows["root"]["admin"] is True

@@ -250,3 +250,52 @@ class TestUtcDateTime:
         tokyo = dt.datetime(2024, 1, 1, 9, tzinfo=dt.timezone(dt.timedelta(hours=9)))  # a session's time zone
         back = t.process_result_value(tokyo, postgresql.dialect())
         assert back == dt.datetime(2024, 1, 1, 0, tzinfo=dt.UTC) and back.tzinfo is dt.UTC
+
+
+def test_access_key_status_and_last_use_up_and_down(store_url):
+    """0011: access keys gain a status (Active for those there are), a last use (none yet);
+    going back down drops them, with the inactive keys (they must not come back to life on
+    a schema without status) and the console logins."""
+    from alembic.script import ScriptDirectory
+
+    from computed.store.models import AccessKey, ConsoleSession
+
+    engine = make_engine(store_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    before = ScriptDirectory.from_config(cfg).get_revision("0011").down_revision
+    now = dt.datetime(2026, 3, 1, tzinfo=dt.UTC).replace(tzinfo=None)
+
+    def migrate(step, target):
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            step(cfg, target)
+
+    def columns():
+        return {c["name"] for c in inspect(engine).get_columns("access_keys")}
+
+    migrate(command.upgrade, before)
+    with engine.begin() as conn:  # the columns of the schema before 0011 only
+        conn.execute(text("INSERT INTO accounts (id, name, admin, created_at) VALUES ('123456789012', 'a', false, :t)"),
+                     {"t": now})
+        for key in ("AKCD" + "A" * 16, "AKCD" + "B" * 16):
+            conn.execute(text("INSERT INTO access_keys (id, account_id, sealed_secret, created_at) "
+                              "VALUES (:id, '123456789012', :s, :t)"), {"id": key, "s": b"sealed", "t": now})
+            conn.execute(text("INSERT INTO console_sessions (id, access_key_id, created_at, expires_at) "
+                              "VALUES (:id, :key, :t, :t)"), {"id": key.lower()[:32], "key": key, "t": now})
+    assert not {"status", "last_used_at", "last_used_service"} & columns()
+    migrate(command.upgrade, "0011")
+    assert {"status", "last_used_at", "last_used_service"} <= columns()
+    with Session(engine) as s, s.begin():
+        rows = {k.id: (k.status, k.last_used_at, k.last_used_service) for k in s.scalars(select(AccessKey))}
+        assert rows == {"AKCD" + "A" * 16: ("Active", None, None), "AKCD" + "B" * 16: ("Active", None, None)}
+        s.get(AccessKey, "AKCD" + "B" * 16).status = "Inactive"
+        assert len(s.scalars(select(ConsoleSession)).all()) == 2  # kept on the way up
+    migrate(command.downgrade, before)
+    assert not {"status", "last_used_at", "last_used_service"} & columns()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id FROM access_keys")).scalars().all() == ["AKCD" + "A" * 16]
+        assert conn.execute(text("SELECT count(*) FROM console_sessions")).scalar() == 0
+    migrate(command.upgrade, "head")
+    assert {"status", "last_used_at", "last_used_service"} <= columns()
+    engine.dispose()
