@@ -71,7 +71,8 @@ class Service:
         self.reconciler = Reconciler(settings, self.db, self.provisioner, self.lifecycle, self.worker, self.clock,
                                      started=self.clock.now())
         self.housekeeping = Housekeeping(settings, processes=self.processes, hosts=self.hosts,
-                                         reconciler=self.reconciler, budgets=self.budgets, instances=self.instances)
+                                         reconciler=self.reconciler, budgets=self.budgets, instances=self.instances,
+                                         management_keys=self.management_keys)
         #: set once the first reconciliation (of what the last run of the service left) is done
         self.reconciled = self.housekeeping.reconciled
         self.housekeeping.start()
