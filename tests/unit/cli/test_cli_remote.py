@@ -45,6 +45,10 @@ def test_exec_checks_the_host_key_and_writes_known_hosts(server, sshd, tmp_path,
     def run(*args):
         return run_cli(url, accounts["user"], tmp_path, *args)
 
+    show = run("show", instance_id)
+    assert show.exit_code == 0, show.output
+    assert f"host key       256 {ssh.fingerprint(right)} (ED25519)\n" in show.stdout
+
     ok = run("exec", "-i", str(sshd.client_key), "-l", "root", instance_id, "--", "echo", "in")
     assert ok.exit_code == 0, ok.output
     assert ok.stdout == "in\n"
