@@ -120,9 +120,16 @@ def connect(host: str, port: int, user: str, pkey: paramiko.PKey, timeout: float
         client.set_missing_host_key_policy(pinned)
     else:
         client.set_missing_host_key_policy(policy or RecordingPolicy())
-    client.connect(host, port=port, username=user, pkey=pkey, timeout=timeout,
-                   banner_timeout=banner_timeout or timeout, auth_timeout=timeout,
-                   allow_agent=False, look_for_keys=False)
+    try:
+        client.connect(host, port=port, username=user, pkey=pkey, timeout=timeout,
+                       banner_timeout=banner_timeout or timeout, auth_timeout=timeout,
+                       allow_agent=False, look_for_keys=False)
+    except BaseException:
+        # paramiko leaves the transport of a refused host key open: left to the garbage
+        # collector, a boot's retries would pile up unauthenticated connections until sshd's
+        # MaxStartups drops new ones
+        client.close()
+        raise
     return client
 
 

@@ -137,7 +137,8 @@ def test_the_guests_host_key_is_the_stored_one(svc, guest):
     client = ssh.connect(inst["ssh"]["host"], inst["ssh"]["port"], inst["ssh"]["user"], pkey,
                          host_key=inst["ssh"]["host_key"])
     try:
-        _, on_guest, _ = ssh.run(client, "cat /etc/ssh/ssh_host_ed25519_key.pub")
+        # cloud-init writes the .pub 0600 as well: read as root
+        _, on_guest, _ = ssh.run(client, "sudo -n cat /etc/ssh/ssh_host_ed25519_key.pub")
         shown = client.get_transport().get_remote_server_key()
     finally:
         client.close()
@@ -152,7 +153,7 @@ def test_computed_exec_connects_without_a_prompt(svc, guest):
     key_id, secret = svc.auth
     creds = types.SimpleNamespace(access_key_id=key_id, secret_access_key=secret)
     result = run_cli(svc.url, creds, home, "exec", "-i", str(home / "keys-test.pem"), inst["id"], "--",
-                     "cat", "/etc/ssh/ssh_host_ed25519_key.pub")
+                     "sudo", "-n", "cat", "/etc/ssh/ssh_host_ed25519_key.pub")
     assert result.exit_code == 0, result.output
     assert result.stdout.split()[:2] == inst["ssh"]["host_key"].split()[:2]
     assert "trust" not in result.stderr and "host key" not in result.stderr

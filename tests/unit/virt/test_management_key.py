@@ -131,11 +131,24 @@ def test_a_wrong_host_key_is_refused_before_any_login(sshd, management):
                            host_key=other.public_openssh, probe="ready")
     assert "host key" in str(timeout.value) and other.fingerprint in str(timeout.value)
     assert sshd.logins() == before  # never authenticated to a server with another key
+    # and no refused connection left open (they would fill sshd's MaxStartups)
+    deadline = time.monotonic() + 5
+    while open_connections(sshd.port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert open_connections(sshd.port) == 0
     # the right one: logged in, the probe checked
     client = ssh.wait_for_login("127.0.0.1", sshd.port, "root", management.pkey(), time.monotonic() + 30,
                                 host_key=sshd.host_key.with_suffix(".pub").read_text(), probe="ready")
     client.close()
     assert sshd.logins() == before + 1
+
+
+def open_connections(port: int) -> int:
+    """This machine's established TCP connections to 127.0.0.1:PORT (/proc/net/tcp)."""
+    target = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return sum(1 for row in rows if row[2] == target and row[3] == "01")
 
 
 def test_the_pinned_policy_learns_nothing():
