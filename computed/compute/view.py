@@ -84,7 +84,9 @@ class InstanceView:
     @property
     def host_key(self) -> str | None:
         """The public half of the guest's SSH host key (the service made it and put it in the
-        seed), as an OpenSSH line; None if not known (yet)."""
+        seed), as an OpenSSH line; None if not known (yet), or once terminated (the guest is gone)."""
+        if self.instance.state == State.TERMINATED:
+            return None
         return self.instance.ssh_host_key
 
     @property
