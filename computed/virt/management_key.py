@@ -136,6 +136,8 @@ class ManagementKeys:
             if row is not None:
                 log.warning("the private half of management key %s of host %s is gone: a new key is made",
                             row.id, host)
+                with self.db.session() as s:
+                    s.get(KeyRow, row.id).retired_at = self.clock.now()
             return self._create(host)
 
     def of(self, inst: Instance) -> Key | None:

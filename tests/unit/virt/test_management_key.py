@@ -200,6 +200,14 @@ def test_one_key_per_host_in_0600_files(tmp_path, db):
         assert stat.S_IMODE(key.path.stat().st_mode) == 0o600
         assert key.pkey().get_base64() == key.public_openssh.split()[1]
         assert "PRIVATE" not in repr(key) and key.path.read_text().splitlines()[1] not in repr(key)
+    # a key whose private half is gone is retired, and the host gets a new one
+    node.path.unlink()
+    again = keys.current("node-2")
+    assert again.id != node.id and again.path.is_file()
+    with db.reading() as s:
+        assert s.get(KeyRow, node.id).retired_at is not None
+    assert keys.prune() == [node.id]
+    node = again
     with db.reading() as s:  # only public halves in the store
         rows = s.scalars(select(KeyRow)).all()
     assert {r.public_key for r in rows} == {local.public_openssh, node.public_openssh}
