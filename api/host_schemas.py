@@ -72,6 +72,26 @@ class HostAllocationSchema(Schema):
     memory_mib = fields.Integer(required=True)
 
 
+class ManagementKeySchema(Schema):
+    id = fields.String(required=True, metadata={"example": "mk-0123456789abcdef"})
+    fingerprint = fields.String(required=True, metadata={"example": "SHA256:lbmsoA0yIEcEiVDRnMWuzm+nV+3ZEEpVIURqFoeSspg"})
+    public_key = fields.String(required=True, metadata={"description": "the public half (the private half never "
+                                                                       "leaves the service's state directory)"})
+    created_at = fields.DateTime(required=True)
+    retired_at = fields.DateTime(allow_none=True, metadata={
+        "description": "when a rotation replaced it: it stays valid for the guests that have it until they are "
+                       "terminated, then is deleted"})
+    instances = fields.Integer(required=True, metadata={"description": "instances not terminated that have it"})
+
+
+class RotatedKeySchema(Schema):
+    host = fields.String(required=True)
+    management_key = fields.Nested(ManagementKeySchema, required=True, metadata={
+        "description": "the new key, which the host's new guests get"})
+    retired = fields.List(fields.Nested(ManagementKeySchema), required=True, metadata={
+        "description": "the host's older keys still valid for the guests that have them"})
+
+
 class HostSchema(Schema):
     name = fields.String(required=True, metadata={"example": "local"})
     uri = fields.String(required=True, metadata={"example": "qemu:///system"})
@@ -88,6 +108,8 @@ class HostSchema(Schema):
     allocated = fields.Nested(HostAllocationSchema, required=True, metadata={
         "description": "what its instances that are not terminated take (stopped ones too)"})
     created_at = fields.DateTime(required=True)
+    management_keys = fields.List(fields.Nested(ManagementKeySchema), required=True, metadata={
+        "description": "the SSH keys the service checks the host's guests with, newest first (public halves)"})
 
 
 class HostListSchema(Schema):

@@ -1,5 +1,5 @@
 """``/v1/hosts``: the libvirt hosts instances run on (admins only): list, add, show,
-disable, enable, remove."""
+disable, enable, remove, and rotate a host's management key."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from computed.hosts.registry import HOST_NAME, HostState
 
 from .auth import current_caller
 from .blueprint import Blueprint
-from .host_schemas import HOST_NAME_PARAM, HostCreateSchema, HostListSchema, HostSchema
+from .host_schemas import HOST_NAME_PARAM, HostCreateSchema, HostListSchema, HostSchema, RotatedKeySchema
 from .schemas import ErrorResponseSchema
 from .service import service
 
@@ -35,7 +35,13 @@ def view(state: HostState) -> dict:
         "room": {"vcpus": vcpus, "memory_mib": memory_mib},
         "allocated": {"instances": used.instances, "vcpus": used.vcpus, "memory_mib": used.memory_mib},
         "created_at": h.created_at,
+        "management_keys": [key_view(k) for k in service().management_keys.list(h.name)],
     }
+
+
+def key_view(row) -> dict:
+    return {"id": row.id, "fingerprint": row.fingerprint, "public_key": row.public_key, "created_at": row.created_at,
+            "retired_at": row.retired_at, "instances": service().management_keys.in_use(row.id)}
 
 
 @blp.route("")
@@ -93,6 +99,20 @@ def _switch(action: str, enabled: bool, doc: str):
 
 _switch("disable", False, "Disable a host: it takes no new instance; those there go on (stop, start, terminate).")
 _switch("enable", True, "Enable a host: the scheduler may place new instances there again.")
+
+
+@blp.route("/<string:name>/rotate-key", methods=["POST"], parameters=[HOST_NAME_PARAM])
+@blp.response(200, RotatedKeySchema)
+@blp.alt_response(403, schema=ErrorResponseSchema)
+@blp.alt_response(404, schema=ErrorResponseSchema)
+def rotate_key(name):
+    """Make a new management key for the host: its new guests get it. The older keys stay
+    valid for the guests that have them, and are deleted once those are terminated."""
+    keys = service().management_keys
+    new = keys.rotate(_possible(name))
+    rows = keys.list(name)
+    return {"host": name, "management_key": key_view(next(r for r in rows if r.id == new.id)),
+            "retired": [key_view(r) for r in rows if r.id != new.id]}
 
 
 def _possible(name: str) -> str:

@@ -76,6 +76,16 @@ class SSHEndpointSchema(Schema):
     port = fields.Integer(allow_none=True)
     user = fields.String(allow_none=True)
     command = fields.String(allow_none=True, metadata={"description": "an ssh command line that logs in"})
+    host_key = fields.String(allow_none=True, metadata={
+        "description": "the public half of the guest's SSH host key, which the service made and gave it in its "
+                       "seed (OpenSSH format); null if not known",
+        "example": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA..."})
+    host_key_fingerprints = fields.List(fields.String(), metadata={
+        "description": "the host key's fingerprints as ssh-keygen -l and EC2's console output show them",
+        "example": ["256 SHA256:lbmsoA0yIEcEiVDRnMWuzm+nV+3ZEEpVIURqFoeSspg (ED25519)"]})
+    known_hosts = fields.String(allow_none=True, metadata={
+        "description": "a known_hosts line for the SSH endpoint, for plain ssh",
+        "example": "[127.0.0.1]:42201 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA..."})
 
 
 class ReadinessSchema(Schema):

@@ -1,6 +1,7 @@
 """The periodic housekeeping of a service process, on a thread of its own: the process's
-heartbeat, the hosts' check, reconciliation, the budgets' check and the purge of instances
-terminated long ago, each on its own schedule. ``Service`` starts and stops it."""
+heartbeat, the hosts' check, reconciliation, the budgets' check, the purge of instances
+terminated long ago and of retired management keys no guest has any more, each on its own
+schedule. ``Service`` starts and stops it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from computed.compute.instances import Instances
 from computed.store.processes import Processes
 from computed.compute.reconcile import Reconciler
 from computed.settings import Settings
+from computed.virt.management_key import ManagementKeys
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +26,14 @@ HOUSEKEEPING_TICK = 2.0
 
 class Housekeeping:
     def __init__(self, settings: Settings, *, processes: Processes, hosts: Hosts, reconciler: Reconciler,
-                 budgets: Budgets, instances: Instances):
+                 budgets: Budgets, instances: Instances, management_keys: ManagementKeys | None = None):
         self.settings = settings
         self.processes = processes
         self.hosts = hosts
         self.reconciler = reconciler
         self.budgets = budgets
         self.instances = instances
+        self.management_keys = management_keys
         #: set once the first reconciliation (of what the last run of the service left) is done
         self.reconciled = threading.Event()
         self._stop = threading.Event()
@@ -84,6 +87,11 @@ class Housekeeping:
                     self.instances.purge()
                 except Exception:
                     log.exception("purging terminated instances failed")
+                if self.management_keys is not None:
+                    try:
+                        self.management_keys.prune()
+                    except Exception:
+                        log.exception("pruning retired management keys failed")
                 next_purge = now + PURGE_INTERVAL
             if self._stop.wait(HOUSEKEEPING_TICK):
                 return

@@ -23,7 +23,7 @@ from computed.virt.driver import HostDriver
 from .housekeeping import Housekeeping
 from computed.compute.lifecycle import Lifecycle
 from computed.compute.state import CRASHED, DESTROYED_OUTSIDE, SELF_SHUTDOWN
-from computed.virt.management_key import ManagementKey
+from computed.virt.management_key import ManagementKeys
 from computed.metrics.counters import Metrics
 from computed.compute.ports import Ports
 from computed.store.processes import Processes
@@ -55,8 +55,8 @@ class Service:
         self.hosts = Hosts(settings, self.db, self.clock, on_guest_stopped=self._guest_stopped,
                            on_libvirt_error=self.metrics.libvirt_error)
         self.hosts.ensure_default()
-        self.management_key = ManagementKey(settings.var_dir / "management" / "id_ed25519")
-        self.provisioner = Provisioner(settings, self.hosts, self.management_key, Faults(settings.fault_points))
+        self.management_keys = ManagementKeys(settings.var_dir / "management", self.db, self.clock)
+        self.provisioner = Provisioner(settings, self.hosts, self.management_keys, Faults(settings.fault_points))
         self.worker = Worker(settings.workers)
         self.processes = Processes(self.db)
         self.lifecycle = Lifecycle(settings, self.db, self.provisioner, self.worker, self.clock, self.processes,
@@ -74,7 +74,8 @@ class Service:
         self.reconciler = Reconciler(settings, self.db, self.provisioner, self.lifecycle, self.worker, self.clock,
                                      started=self.clock.now())
         self.housekeeping = Housekeeping(settings, processes=self.processes, hosts=self.hosts,
-                                         reconciler=self.reconciler, budgets=self.budgets, instances=self.instances)
+                                         reconciler=self.reconciler, budgets=self.budgets, instances=self.instances,
+                                         management_keys=self.management_keys)
         #: set once the first reconciliation (of what the last run of the service left) is done
         self.reconciled = self.housekeeping.reconciled
         self.housekeeping.start()

@@ -15,5 +15,5 @@ def run_cli(url: str, creds: Credentials, home: Path, *args: str) -> Result:
     """``computed ARGS`` against the API at URL as CREDS, its client state under HOME."""
     env = {"COMPUTED_API_URL": url, "COMPUTED_VAR_DIR": str(home / "client-var"), "COMPUTED_CONFIG": None,
            "COMPUTED_ACCESS_KEY_ID": creds.access_key_id, "COMPUTED_SECRET_ACCESS_KEY": creds.secret_access_key,
-           "COLUMNS": "250"}
+           "COMPUTED_KNOWN_HOSTS": str(home / "known_hosts"), "COLUMNS": "250"}
     return CliRunner(env=env).invoke(cli, list(args), catch_exceptions=False)

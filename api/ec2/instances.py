@@ -273,5 +273,7 @@ def get_console_output(p: Params) -> dict:
     svc.instances.get(who, instance_id)
     p.finish()
     inst, output = svc.instances.console(who, instance_id)
+    # first, as the service knows them: the serial console's own copy is the guest's word
+    output = svc.views.of(inst).host_key_block + output
     return {"instanceId": inst.id, "timestamp": svc.clock.now(),
             "output": base64.b64encode(output.encode("utf-8", "replace")).decode()}

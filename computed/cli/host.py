@@ -21,7 +21,8 @@ ADD_TIMEOUT = 180.0
 
 @click.group()
 def host() -> None:
-    """Add, list, show, disable, enable and remove hosts (admins only)."""
+    """Add, list, show, disable, enable and remove hosts, and rotate their management keys
+    (admins only)."""
 
 
 def _summary(h: dict) -> str:
@@ -124,3 +125,22 @@ def rm(client: ApiClient, name: str) -> None:
     Refused while an instance that is not terminated (a stopped one too) is there."""
     client.delete(f"/v1/hosts/{part(name)}")
     click.echo(f"removed host {name}", err=True)
+
+
+@host.command("rotate-key")
+@click.argument("name")
+@with_client
+def rotate_key(client: ApiClient, name: str) -> None:
+    """Make a new management key for host NAME.
+
+    The service checks a host's guests over SSH with that host's management key (only the
+    readiness and container engine checks: a forced command). New guests get the new key;
+    the older keys stay valid for the guests that have them and are deleted once those are
+    terminated. Prints the new key's fingerprint."""
+    rotated = client.post(f"/v1/hosts/{part(name)}/rotate-key")
+    key = rotated["management_key"]
+    click.echo(key["fingerprint"])
+    for old in rotated["retired"]:
+        click.echo(f"{old['fingerprint']} retired: still valid for {old['instances']} instance(s) that have it",
+                   err=True)
+    click.echo(f"rotated the management key of host {name}: new guests get {key['id']}", err=True)

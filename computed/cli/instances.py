@@ -276,6 +276,7 @@ def show(client: ApiClient, instance_id, as_json) -> None:
         ("image", f"{inst['image']} {inst['image_version']}"),
         ("key pair", inst.get("key_name") or "-"),
         ("ssh", ssh_command(inst) or "-"),
+        ("host key", ", ".join((inst.get("ssh") or {}).get("host_key_fingerprints") or ()) or "-"),
         ("ports", ", ".join(describe(p) for p in inst.get("ports") or ()) or "-"),
         ("ready", f"ssh: {_yes(ready.get('ssh'))}, container engine: {_yes(ready.get('container_engine'))}"),
         ("launched", _time(inst.get("launch_time"))),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import select
+import tempfile
+from pathlib import Path
 import signal
 import sys
 import threading
@@ -17,8 +19,38 @@ from computed.virt import ssh as computed_ssh
 from .client import ApiClient, part, with_client
 
 CONNECT_TIMEOUT = 15.0
-HOST_KEY_NOTE = ("The instance's host key is accepted as it is presented (trust on first use; "
-                 "nothing is written to known_hosts).")
+KNOWN_HOSTS_ENV = "COMPUTED_KNOWN_HOSTS"
+HOST_KEY_NOTE = ("The instance's host key must be the one the service made for it (shown by `computed "
+                 "describe`); any other is refused. Its line is written to computed's own known_hosts file "
+                 f"(${KNOWN_HOSTS_ENV}, default ~/.config/computed/known_hosts), under the instance's id and "
+                 "its SSH endpoint, for plain ssh: ssh -o UserKnownHostsFile=FILE -o HostKeyAlias=INSTANCE ...")
+
+
+def known_hosts_file() -> Path:
+    if os.environ.get(KNOWN_HOSTS_ENV):
+        return Path(os.environ[KNOWN_HOSTS_ENV])
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return config / "computed" / "known_hosts"
+
+
+def remember_host_key(instance_id: str, endpoint: str, host_key: str) -> Path:
+    """Write the instance's host key into computed's known_hosts file, under its id (for
+    HostKeyAlias) and its endpoint (``[host]:port``), replacing what either name had: a port
+    reused by a later instance gets that instance's key, with no "host key changed" warning."""
+    path = known_hosts_file()
+    key = " ".join(host_key.split()[:2])
+    names = {instance_id, endpoint}
+    try:
+        kept = [line for line in path.read_text().splitlines()
+                if line.strip() and line.split()[0] not in names]
+    except FileNotFoundError:
+        kept = []
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".known_hosts.")
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(f"{line}\n" for line in kept + [f"{instance_id} {key}", f"{endpoint} {key}"]))
+    os.replace(tmp, path)
+    return path
 
 
 def _load_key(path: str) -> paramiko.PKey:
@@ -61,8 +93,19 @@ def connect(client: ApiClient, instance_id: str, key_file: str | None, user: str
     if not (inst.get("ready") or {}).get("ssh"):
         click.echo(f"{inst['id']} has not answered SSH yet (still booting?); trying anyway", err=True)
     where = f"{user}@{ssh['host']}:{ssh['port']}"
+    host_key = ssh.get("host_key")
+    if host_key:
+        remember_host_key(inst["id"], computed_ssh.host_key_entry(ssh["host"], ssh["port"]), host_key)
+    else:
+        click.echo(f"the service knows no host key for {inst['id']} (launched before it made them): "
+                   "the key it shows is taken as it is", err=True)
     try:
-        return computed_ssh.connect(ssh["host"], ssh["port"], user, pkey, timeout=CONNECT_TIMEOUT)
+        return computed_ssh.connect(ssh["host"], ssh["port"], user, pkey, timeout=CONNECT_TIMEOUT, host_key=host_key)
+    except paramiko.BadHostKeyException as e:
+        raise click.ClickException(
+            f"{where} showed the host key {computed_ssh.fingerprint(f'{e.key.get_name()} {e.key.get_base64()}')}, "
+            f"not {inst['id']}'s own {computed_ssh.fingerprint(host_key)}: not connecting (another machine "
+            "may be answering on that port)") from None
     except paramiko.AuthenticationException:
         raise click.ClickException(f"{where} did not accept the key {key_file}") from None
     except (OSError, EOFError, paramiko.SSHException) as e:

@@ -22,6 +22,7 @@ from computed.hosts.status import reachability
 from computed.settings import Settings
 from computed.store.engine import Database
 from computed.store.models import Instance, PortForward
+from computed.virt import ssh
 
 #: who an instance's key logs in as (its image's default user); None if that is unknown
 LoginUser = Callable[[Instance], str | None]
@@ -79,6 +80,37 @@ class InstanceView:
         key_name = self.instance.key_name
         key = f"-i {shlex.quote(key_name + '.pem')} " if key_name else ""
         return f"ssh {key}-p {port} {user}@{host}"
+
+    @property
+    def host_key(self) -> str | None:
+        """The public half of the guest's SSH host key (the service made it and put it in the
+        seed), as an OpenSSH line; None if not known (yet), or once terminated (the guest is gone)."""
+        if self.instance.state == State.TERMINATED:
+            return None
+        return self.instance.ssh_host_key
+
+    @property
+    def host_key_fingerprints(self) -> tuple[str, ...]:
+        """The host key as ``ssh-keygen -l`` shows it: ``256 SHA256:... (ED25519)``."""
+        return (ssh.fingerprint_line(self.host_key),) if self.host_key else ()
+
+    @property
+    def host_key_block(self) -> str:
+        """The host key as EC2's console output shows it (cloud-init prints the same blocks),
+        but from the store, so a guest cannot forge it: empty if no host key is known."""
+        if not self.host_key:
+            return ""
+        key = " ".join(self.host_key.split()[:2])
+        return ("-----BEGIN SSH HOST KEY FINGERPRINTS-----\n" + "".join(f"{f}\n" for f in self.host_key_fingerprints)
+                + "-----END SSH HOST KEY FINGERPRINTS-----\n"
+                + f"-----BEGIN SSH HOST KEY KEYS-----\n{key}\n-----END SSH HOST KEY KEYS-----\n")
+
+    @cached_property
+    def known_hosts_line(self) -> str | None:
+        """The guest's host key as a known_hosts line for its SSH endpoint (``[host]:port``)."""
+        if self.ssh_endpoint is None or not self.host_key:
+            return None
+        return f"{ssh.host_key_entry(*self.ssh_endpoint)} {' '.join(self.host_key.split()[:2])}"
 
     @property
     def host_reachable(self) -> bool:

@@ -159,6 +159,21 @@ class Host(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
+class ManagementKey(Base):
+    """One of a host's management keys (``computed.virt.management_key``): the SSH key the
+    service checks that host's guests with. Only the public half is here; the private half
+    is a 0600 file under the state directory, named after the id. A host's newest key that
+    is not retired goes into new guests; a retired one stays until no instance that is not
+    terminated has it, then row and file go."""
+    __tablename__ = "management_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    host: Mapped[str] = mapped_column(String(64), index=True)
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
+    retired_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
 class HostImage(Base):
     """An image build copied to a copy-mode host and verified there (sha256 of what the
     host holds, read back through libvirt)."""
@@ -214,6 +229,12 @@ class Instance(Base):
     domain_name: Mapped[str] = mapped_column(String(64))
     ssh_host: Mapped[str | None] = mapped_column(String(255))
     ssh_port: Mapped[int | None] = mapped_column(Integer)
+    #: the public half of the SSH host key the service made for the guest and put in its seed
+    #: (OpenSSH line); the private half was never stored. NULL: launched before that, the
+    #: first key the service saw is recorded here
+    ssh_host_key: Mapped[str | None] = mapped_column(Text)
+    #: the management key in its seed (``management_keys``); NULL: the one key of before 0010
+    management_key_id: Mapped[str | None] = mapped_column(String(32), index=True)
     #: the service process that made the last change and carries out what follows (``processes``)
     handled_by: Mapped[str | None] = mapped_column(String(32))
     ready_ssh: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import yaml
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from computed.compute.faults import Faults
 from computed.hosts.registry import DEFAULT_HOST, Hosts
 from .driver import Capabilities, HostDriver
 from .errors import LaunchError
-from .management_key import ManagementKey
+from .management_key import Key, ManagementKeys, authorized_line
 from computed.store.identity import store_id
 from computed.store.models import Instance
 from computed.settings import Settings
@@ -49,10 +50,10 @@ class Undo:
 
 
 class Provisioner:
-    def __init__(self, settings: Settings, hosts: Hosts, key: ManagementKey, faults: Faults | None = None):
+    def __init__(self, settings: Settings, hosts: Hosts, keys: ManagementKeys, faults: Faults | None = None):
         self.settings = settings
         self.hosts = hosts
-        self.key = key
+        self.keys = keys
         self.faults = faults or Faults()
         self.store = store_id(settings.database_url)
         self.shared = SharedStorage(settings.instances_dir)
@@ -105,9 +106,21 @@ class Provisioner:
         """Disk, seed, domain for INST on its host; then start it. Each step registers its undo."""
         image = self.image_of(inst)
         driver = self.driver_of(inst)
-        keys = [k for k in (inst.public_key, self.key.public_openssh) if k]
-        seed = Seed(cloudinit.meta_data(inst.id, inst.id, keys), inst.user_data or b"")
+        management = self.keys.current(inst.host)
+        host_key = ssh.generate_keypair()
+        # recorded before the seed is written: a rotation's prune sees the key in use
+        self._record_keys(inst, management.id, host_key.public_openssh)
+        manifest = image.manifest
+        keys = [k for k in (inst.public_key, authorized_line(management.public_openssh,
+                                                             manifest.container_engine["name"],
+                                                             manifest.container_image)) if k]
+        seed = Seed(cloudinit.meta_data(inst.id, inst.id, keys), inst.user_data or b"",
+                    vendor_data=host_key_vendor_data(host_key))
         paths = self.storage_of(inst).create(inst.id, image, inst.disk_gib, seed, undo, self.faults)
+        del seed, host_key  # the private host key is in the seed alone from here on
+        if not management.path.is_file():
+            raise LaunchError("the host's management key was deleted during the launch (a rotation?): "
+                              "launch again", "Server.InternalError")
         self.faults.point("launch.seed")
         domain_type = driver.domain_type(self.settings.domain_type, paths.kernel, paths.initrd,
                                        self.settings.instances_dir / ".probe")
@@ -160,23 +173,58 @@ class Provisioner:
         self.storage_of(inst).remove(inst.id)
         self.faults.point("terminate.files")
 
+    def _record_keys(self, inst: Instance, management_key_id: str | None, host_key: str | None) -> None:
+        with self.hosts.db.session() as s:
+            row = s.get(Instance, inst.id)
+            if row is not None:
+                row.management_key_id, row.ssh_host_key = management_key_id, host_key
+        inst.management_key_id, inst.ssh_host_key = management_key_id, host_key
+
     # -- readiness -------------------------------------------------------------------------
+
+    def management_key(self, inst: Instance) -> Key:
+        key = self.keys.of(inst)
+        if key is None:
+            raise LaunchError(f"the management key of {inst.id} is gone: the service cannot check it",
+                              "Server.InternalError")
+        return key
+
+    def login(self, inst: Instance, deadline: float) -> paramiko.SSHClient:
+        """The service's SSH session with INST, logged in with its management key and checked
+        against its host key (ssh.SSHTimeout if none by DEADLINE). An instance from before the
+        service made host keys has the first key it shows recorded, and checked from then on."""
+        key = self.management_key(inst)
+        user = self.image_of(inst).manifest.default_user
+        if inst.ssh_host_key is not None:
+            return ssh.wait_for_login(inst.ssh_host, inst.ssh_port, user, key.pkey(), deadline,
+                                      host_key=inst.ssh_host_key, probe=key.command("ready"))
+        client = ssh.wait_for_login(inst.ssh_host, inst.ssh_port, user, key.pkey(), deadline,
+                                    probe=key.command("ready"))
+        seen = client.get_transport().get_remote_server_key()
+        with self.hosts.db.session() as s:
+            row = s.get(Instance, inst.id)
+            if row is not None and row.ssh_host_key is None:
+                row.ssh_host_key = f"{seen.get_name()} {seen.get_base64()}"
+                log.info("%s: its host key %s recorded at first sight (launched before host keys were given)",
+                         inst.id, ssh.fingerprint(row.ssh_host_key))
+        return client
 
     def wait_for_ssh(self, inst: Instance, deadline: float, still_wanted: Callable[[], bool],
                      not_boot: str | None = None):
         """A logged-in SSH client once the instance answers, or None if it was not wanted
         any more (stopped, terminated) or the deadline passed. NOT_BOOT: a boot id the guest
         must have left behind (a reboot's old boot, whose sshd answers until it goes down)."""
-        image = self.image_of(inst)
         while time.monotonic() < deadline and still_wanted():
             try:
-                client = ssh.wait_for_login(inst.ssh_host, inst.ssh_port, image.manifest.default_user,
-                                            self.key.pkey(), min(deadline, time.monotonic() + 15))
+                client = self.login(inst, min(deadline, time.monotonic() + 15))
+            except LaunchError as e:
+                log.warning("%s cannot be checked: %s", inst.id, e)
+                return None
             except ssh.SSHTimeout:
                 if self.is_off(inst):
                     return None
                 continue
-            if not_boot is None or _boot_id(client) != not_boot:
+            if not_boot is None or _boot_id(client, self.management_key(inst)) != not_boot:
                 return client
             client.close()  # still the old boot
             time.sleep(1)
@@ -186,31 +234,40 @@ class Provisioner:
         """The running guest's boot id (asked over SSH with the service's key), or None if it
         does not answer within TIMEOUT."""
         try:
-            client = ssh.wait_for_login(inst.ssh_host, inst.ssh_port, self.image_of(inst).manifest.default_user,
-                                        self.key.pkey(), time.monotonic() + timeout)
+            client = self.login(inst, time.monotonic() + timeout)
+            key = self.management_key(inst)
         except (ssh.SSHTimeout, LaunchError):
             return None
         try:
-            return _boot_id(client)
+            return _boot_id(client, key)
         finally:
             client.close()
 
     def check_engine(self, inst: Instance, client) -> tuple[bool, str]:
         image = self.image_of(inst)
         engine = image.manifest.container_engine["name"]
-        # niced: under emulation the check would otherwise slow the user's first login
-        rc, out, err = ssh.run(client, f"nice -n 19 {engine} run --rm {image.manifest.container_image} true",
-                               timeout=300)
+        # niced (the forced command does it): under emulation the check would otherwise slow
+        # the user's first login
+        command = self.management_key(inst).command("engine", engine, image.manifest.container_image)
+        rc, out, err = ssh.run(client, command, timeout=300)
         return rc == 0, (err or out).strip()[-500:]
 
     def console_output(self, inst: Instance, limit: int = 64 * 1024) -> str:
         return self.storage_of(inst).console(inst.id, limit)
 
 
-def _boot_id(client) -> str | None:
+def host_key_vendor_data(host_key: ssh.KeyPair) -> str:
+    """The seed's vendor data: the guest's SSH host key, which cloud-init's ssh module
+    installs (``ssh_keys``). Vendor data, not user data: the user's data stays as given."""
+    return "#cloud-config\n" + yaml.safe_dump(
+        {"ssh_keys": {"ed25519_private": host_key.private_openssh, "ed25519_public": host_key.public_openssh}},
+        default_flow_style=False, sort_keys=False)
+
+
+def _boot_id(client, key: Key) -> str | None:
     """The guest's boot id (a new one each boot), or None if it cannot be read."""
     try:
-        rc, out, _ = ssh.run(client, "cat /proc/sys/kernel/random/boot_id", timeout=15)
+        rc, out, _ = ssh.run(client, key.command("boot-id"), timeout=15)
     except (OSError, EOFError, paramiko.SSHException):
         return None
     return out.strip() if rc == 0 and out.strip() else None

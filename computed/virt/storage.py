@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -39,6 +39,8 @@ class HostPaths:
 class Seed:
     meta_data: str
     user_data: bytes
+    #: cloud-config of the service's own (the guest's host key): holds a secret, never logged
+    vendor_data: str | None = field(default=None, repr=False)
 
 
 class Storage(Protocol):
@@ -95,7 +97,7 @@ class SharedStorage:
         overlay(image, files.disk, disk_gib)
         if faults:
             faults.point("launch.disk")
-        cloudinit.write_seed(files.seed, seed.meta_data, seed.user_data)
+        cloudinit.write_seed(files.seed, seed.meta_data, seed.user_data, vendor_data=seed.vendor_data)
         files.console.touch()
         return HostPaths(kernel=str(image.artifact_path("kernel")), initrd=str(image.artifact_path("initrd")),
                          disk=str(files.disk), seed=str(files.seed), console=str(files.console))

@@ -123,10 +123,11 @@ def test_service_from_settings(tmp_path):
         assert (tmp_path / "db" / "other.db").is_file()
         assert not (tmp_path / "computed.db").exists()
         assert settings.instances_dir.is_dir()
-        key = tmp_path / "management" / "id_ed25519"
+        local = service.management_keys.current("local")
+        key = tmp_path / "management" / local.id
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
         assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
-        assert service.management_key.public_openssh.startswith("ssh-ed25519 ")
+        assert local.public_openssh.startswith("ssh-ed25519 ")
         assert service.default_driver.uri == "test:///default"
         assert service.instances.count() == 0
         assert service.sizes.all()[0].name == "t3.nano"
@@ -135,7 +136,7 @@ def test_service_from_settings(tmp_path):
     # a second service on the same state keeps the management key
     again = Service(settings)
     try:
-        assert again.management_key.public_openssh == service.management_key.public_openssh
+        assert again.management_keys.current("local") == local
     finally:
         again.close()
 

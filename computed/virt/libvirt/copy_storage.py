@@ -330,7 +330,8 @@ class CopyStorage:
             seed_vol = self._new(pool, "seed", instance_id, undo,
                                  volume_xml(self._name(instance_id, "seed"), 0, "raw", PRIVATE_MODE))
             with tempfile.TemporaryDirectory(prefix="computed-seed-") as tmp:
-                iso = cloudinit.write_seed(Path(tmp) / "seed.iso", seed.meta_data, seed.user_data)
+                iso = cloudinit.write_seed(Path(tmp) / "seed.iso", seed.meta_data, seed.user_data,
+                                           vendor_data=seed.vendor_data)
                 self._send(conn, seed_vol, iso, iso.stat().st_size)
             console = self._new(pool, "console", instance_id, undo,
                                 volume_xml(self._name(instance_id, "console"), 0, "raw", PRIVATE_MODE))

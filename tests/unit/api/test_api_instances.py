@@ -77,7 +77,10 @@ def test_launch_goes_pending_then_running(client, launch, wait, service, setting
     seed = read_seed(files / "seed.iso")
     meta = yaml.safe_load(seed["meta-data"])
     assert meta["instance-id"] == inst["id"]
-    assert meta["public-keys"] == [service.management_key.public_openssh]  # no user key: only the service's
+    # no user key: only the service's, held to its checks
+    [line] = meta["public-keys"]
+    key = service.management_keys.current("local")
+    assert line.startswith('restrict,command="') and line.endswith(key.public_openssh)
     assert seed["user-data"] == b""
 
 
@@ -135,7 +138,10 @@ def test_key_pair_goes_into_the_seed(client, launch, wait, settings, service, pa
                                                  ["debian@127.0.0.1"])
     wait()
     meta = yaml.safe_load(read_seed(settings.instances_dir / inst["id"] / "seed.iso")["meta-data"])
-    assert meta["public-keys"] == [key["public_key"], service.management_key.public_openssh]
+    user_key, management = meta["public-keys"]
+    assert user_key == key["public_key"]  # as given: full access
+    assert management.startswith("restrict,") and management.endswith(
+        service.management_keys.current("local").public_openssh)
 
 
 def test_default_image_when_omitted(client, image):

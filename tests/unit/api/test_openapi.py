@@ -30,7 +30,7 @@ OPERATIONS = {
     ("/v1/account/access-keys/{access_key_id}", "get"), ("/v1/account/access-keys/{access_key_id}", "patch"),
     ("/v1/account/access-keys/{access_key_id}", "delete"),
     ("/v1/hosts", "get"), ("/v1/hosts", "post"), ("/v1/hosts/{name}", "get"), ("/v1/hosts/{name}", "delete"),
-    ("/v1/hosts/{name}/disable", "post"), ("/v1/hosts/{name}/enable", "post"),
+    ("/v1/hosts/{name}/disable", "post"), ("/v1/hosts/{name}/enable", "post"), ("/v1/hosts/{name}/rotate-key", "post"),
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 ERROR_REF = "#/components/schemas/ErrorResponse"
@@ -154,6 +154,7 @@ DOCUMENTED_ERRORS = [
     ("/v1/hosts", "get", {"403"}), ("/v1/hosts", "post", {"400", "403", "409", "413", "415"}),
     ("/v1/hosts/{name}", "get", {"403", "404"}), ("/v1/hosts/{name}", "delete", {"403", "404", "409"}),
     ("/v1/hosts/{name}/disable", "post", {"403", "404"}), ("/v1/hosts/{name}/enable", "post", {"403", "404"}),
+    ("/v1/hosts/{name}/rotate-key", "post", {"403", "404"}),
 ]
 
 
@@ -228,7 +229,7 @@ def test_responses_are_described(spec):
     listed = spec["paths"]["/v1/hosts"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     host = resolve(spec, resolve(spec, listed["$ref"])["properties"]["hosts"]["items"]["$ref"])["properties"]
     assert {"name", "uri", "address", "enabled", "image_mode", "storage_dir", "reachable", "last_error",
-            "checked_at", "capacity", "room", "allocated", "created_at"} == set(host)
+            "checked_at", "capacity", "room", "allocated", "created_at", "management_keys"} == set(host)
     assert set(nested(spec, host["allocated"])["properties"]) == {"instances", "vcpus", "memory_mib"}
     for part in ("capacity", "room"):
         assert set(nested(spec, host[part])["properties"]) == {"vcpus", "memory_mib"}

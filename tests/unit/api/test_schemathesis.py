@@ -96,7 +96,7 @@ REFUSALS: dict[tuple[str, str], list[tuple[int, str, str]]] = {
     # a well-formed host name that names nothing, or the host of the known instance
     **{(m, p): [(404, "InvalidHostID.NotFound", ""), (409, "InvalidHost.InUse", "")] for m, p in (
         ("GET", "/v1/hosts/{name}"), ("DELETE", "/v1/hosts/{name}"), ("POST", "/v1/hosts/{name}/disable"),
-        ("POST", "/v1/hosts/{name}/enable"))},
+        ("POST", "/v1/hosts/{name}/enable"), ("POST", "/v1/hosts/{name}/rotate-key"))},
 }
 #: statuses any operation may answer without listing them: 413 (a body over the limit; the
 #: operations that take a body list it). 401 is the security schemes' (and the requests

@@ -1,4 +1,4 @@
-"""``computed host add|ls|show|disable|enable|rm`` against the real API (Flask under
+"""``computed host add|ls|show|disable|enable|rm|rotate-key`` against the real API (Flask under
 waitress, libvirt's test driver as the host ``local``, test driver nodes of their own as
 further hosts), with an admin's credentials, and a non-admin's refused."""
 
@@ -181,3 +181,33 @@ def test_a_non_admin_is_refused(run, node):
         assert result.exit_code == 1, args
         assert "Error: UnauthorizedOperation: only an admin account may manage hosts" in result.stderr, args
     assert "node-user" not in listed(run) and listed(run)["local"]["enabled"] is True
+
+
+def test_rotate_key(run, server):
+    _, service, _ = server
+    first = launch(server)
+    old = service.management_keys.current("local")
+    rotated = run("host", "rotate-key", "local")
+    assert rotated.exit_code == 0, rotated.output
+    new = service.management_keys.current("local")
+    assert new.id != old.id
+    assert rotated.stdout == f"{new.fingerprint}\n"
+    assert f"{old.fingerprint} retired: still valid for 1 instance(s) that have it" in rotated.stderr
+    # the private halves never leave the service: not in the output, not in the API's view
+    for key in (old, new):
+        body = key.path.read_text().splitlines()[1]
+        assert body not in rotated.output and body not in json.dumps(shown(run, "local"))
+    keys = shown(run, "local")["management_keys"]
+    assert [(k["id"], k["instances"], k["retired_at"] is None) for k in keys] == [
+        (new.id, 0, True), (old.id, 1, False)]
+    second = launch(server)
+    with service.db.reading() as s:
+        from computed.store.models import Instance
+        assert s.get(Instance, first).management_key_id == old.id
+        assert s.get(Instance, second).management_key_id == new.id
+
+    assert run("host", "rotate-key", "nope").exit_code == 1
+    assert "the host 'nope' does not exist" in run("host", "rotate-key", "nope").stderr
+    refused = run("host", "rotate-key", "local", who="user")
+    assert refused.exit_code == 1 and "UnauthorizedOperation" in refused.stderr
+    assert service.management_keys.current("local") == new

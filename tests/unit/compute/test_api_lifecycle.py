@@ -192,7 +192,8 @@ def test_terminate(client, running, wait, our_domains, settings, expect_error, b
     gone = get(client, instance_id)
     assert gone["state"] == {"name": "terminated", "code": 48}
     assert gone["state_reason"] == {"code": USER_SHUTDOWN, "message": "User initiated shutdown"}
-    assert gone["ssh"] == {"host": None, "port": None, "user": "debian", "command": None}
+    assert gone["ssh"] == {"host": None, "port": None, "user": "debian", "command": None, "host_key": None,
+                           "host_key_fingerprints": [], "known_hosts": None}
     assert gone["tags"] == {"a": "b"}
     assert gone["ready"] == {"ssh": False, "container_engine": False}
     assert our_domains() == {}  # destroyed and undefined

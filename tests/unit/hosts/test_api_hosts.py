@@ -60,7 +60,7 @@ def test_the_default_host(admin, client, service, expect_error):
     assert local == {"name": "local", "uri": "test:///default", "address": "127.0.0.1", "enabled": True,
                      "image_mode": "shared", "storage_dir": None, "reachable": True, "last_error": None,
                      "capacity": LOCAL, "room": {"vcpus": 16 * 4, "memory_mib": 3072 * 8},
-                     "allocated": {"instances": 0, "vcpus": 0, "memory_mib": 0}}
+                     "allocated": {"instances": 0, "vcpus": 0, "memory_mib": 0}, "management_keys": []}
     shown = admin.get("/v1/hosts/local")
     assert shown.status_code == 200
     # the same but for when it was checked last (the housekeeping may check it in between)
@@ -75,7 +75,7 @@ def test_add_hosts(admin, node_uri, service):
     assert added == {"name": "node-2", "uri": uri, "address": "127.0.0.1", "enabled": True, "image_mode": "shared",
                      "storage_dir": None, "reachable": True, "last_error": None,
                      "capacity": {"vcpus": 4, "memory_mib": 2048}, "room": {"vcpus": 16, "memory_mib": 16384},
-                     "allocated": {"instances": 0, "vcpus": 0, "memory_mib": 0}}
+                     "allocated": {"instances": 0, "vcpus": 0, "memory_mib": 0}, "management_keys": []}
 
     copy = add(admin, name="node-3", uri=node_uri(cpus=2, memory_mib=1024, name="three"), address="127.0.2.3",
                image_mode="copy", storage_dir="/srv/computed", enabled=False)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from computed.store.engine import MIGRATIONS, Database, make_engine
 from computed.store.models import Instance, KeyPair, Tag, UtcDateTime
 
-EXPECTED_TABLES = {"accounts", "access_keys", "alembic_version", "budgets", "budget_events", "console_sessions", "hosts", "host_images", "service_processes", "instances", "key_pairs", "port_forwards", "tags", "usage_events"}
+EXPECTED_TABLES = {"accounts", "access_keys", "alembic_version", "budgets", "budget_events", "console_sessions", "hosts", "host_images", "management_keys", "service_processes", "instances", "key_pairs", "port_forwards", "tags", "usage_events"}
 
 
 HEAD = max(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9]*.py"))

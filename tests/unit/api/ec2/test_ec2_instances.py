@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import update
 
 from computed.store.models import Instance
+from computed.virt import ssh
 
 from tests.unit.conftest import find_free_ports
 from .helpers import expect, ids, instances, raw_error, tags
@@ -376,8 +377,14 @@ def test_get_console_output(ec2, service, ami, wait_state):
     answer = ec2.get_console_output(InstanceId=instance_id, Latest=True)
     assert answer["InstanceId"] == instance_id
     assert isinstance(answer["Timestamp"], dt.datetime)
-    _, text = service.instances.console(ec2.caller, instance_id)
-    assert base64.b64decode(answer.get("Output", "")).decode() == text
+    inst, text = service.instances.console(ec2.caller, instance_id)
+    output = answer.get("Output", "")  # botocore decodes its base64
+    # the host key the service made for the guest first, as EC2 shows cloud-init's blocks
+    key = ssh.fingerprint(inst.ssh_host_key)
+    assert output == (f"-----BEGIN SSH HOST KEY FINGERPRINTS-----\n256 {key} (ED25519)\n"
+                      "-----END SSH HOST KEY FINGERPRINTS-----\n"
+                      f"-----BEGIN SSH HOST KEY KEYS-----\n{inst.ssh_host_key}\n-----END SSH HOST KEY KEYS-----\n"
+                      + text)
     expect("InvalidInstanceID.NotFound", 400, ec2.get_console_output, InstanceId="i-" + "0" * 17)
     expect("InvalidInstanceID.Malformed", 400, ec2.get_console_output, InstanceId="nope")
     expect("DryRunOperation", 412, ec2.get_console_output, InstanceId=instance_id, DryRun=True)
