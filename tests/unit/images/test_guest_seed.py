@@ -80,3 +80,19 @@ def test_comments_and_blank_lines_dropped(seed):
 def test_no_seed(seed):
     assert seed.seed_keys(None, None) == []
     assert seed.seed_keys("", b"") == []
+
+
+def test_the_seeds_host_key(seed, tmp_path):
+    from computed.virt import ssh
+    from computed.virt.provisioner import host_key_vendor_data
+    key = ssh.generate_keypair()
+    vendor = host_key_vendor_data(key).encode()  # as the service writes it
+    assert seed.seed_host_key(vendor) == (key.private_openssh, key.public_openssh)
+    path = tmp_path / "ssh_host_ed25519_key"
+    seed.install_host_key(*seed.seed_host_key(vendor), path=str(path))
+    assert path.read_text() == key.private_openssh
+    assert (tmp_path / "ssh_host_ed25519_key.pub").read_text() == key.public_openssh + "\n"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    for other in (None, b"", b"#!/bin/sh\n", b"#cloud-config\nssh_keys: [a]\n", b"#cloud-config\n: [\n",
+                  b"#cloud-config\nssh_keys:\n  ed25519_public: ssh-ed25519 AAAA\n"):
+        assert seed.seed_host_key(other) is None

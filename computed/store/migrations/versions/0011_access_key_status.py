@@ -1,7 +1,7 @@
 """access keys: status and last use
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-08 01:50:00
 
 An access key can be deactivated (status Inactive) and reactivated, and shows when it last
@@ -15,7 +15,7 @@ from alembic import op
 import computed.store.models
 
 revision = '0011'
-down_revision = '0009'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
