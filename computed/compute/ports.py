@@ -17,20 +17,22 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from computed.virt import domain_xml
 from computed.accounts.registry import Caller
 from computed.store.engine import Database
-from computed.errors import IncorrectInstanceState, InvalidParameterValue, PortInUse, PortNotFound
+from computed.errors import (IncorrectInstanceState, InvalidParameterValue, PortInUse, PortLimitExceeded,
+                             PortNotFound)
 from computed.hosts.registry import Hosts, is_local
 from computed.store.models import Instance, PortForward
-from computed.hosts.addresses import port_is_free
+from computed.hosts.addresses import port_is_free_on
 from computed.virt.driver import HostDriver
 from computed.virt.provisioner import Provisioner, forwards
 from computed.settings import Settings
+from . import ssh_ports
 from .state import CHANGEABLE, State
 from .worker import Worker
 
@@ -68,12 +70,16 @@ class PortSpec:
 def check(specs: Iterable[PortSpec], settings: Settings, count: int = 1, existing: Iterable[PortForward] = ()
           ) -> tuple[PortSpec, ...]:
     """SPECS as a request may ask them for COUNT instances (that already forward EXISTING);
-    InvalidParameterValue naming what is wrong otherwise."""
+    InvalidParameterValue naming what is wrong otherwise. A named host port must be one of
+    the service's forward range (the forward_ports setting, an admin's to widen): any other
+    unprivileged port of the host may be another service's (a database, libvirt, the API
+    itself while it restarts), whose traffic the guest would receive."""
     specs, existing = tuple(specs), list(existing)
     if len(specs) + len(existing) > MAX_PORTS:
         raise InvalidParameterValue(f"at most {MAX_PORTS} forwarded ports per instance "
                                     f"({len(existing)} already, {len(specs)} more asked)")
     low, high = settings.ssh_ports
+    forward_low, forward_high = settings.forward_ports
     for spec in specs:
         if spec.protocol != "tcp":
             raise InvalidParameterValue(f"{spec}: only tcp ports are forwarded")
@@ -88,9 +94,12 @@ def check(specs: Iterable[PortSpec], settings: Settings, count: int = 1, existin
             raise InvalidParameterValue(f"{spec}: a host port is at most 65535")
         if spec.host_port < FIRST_UNPRIVILEGED:
             raise InvalidParameterValue(f"{spec}: host port {spec.host_port} is privileged (forward from a port of "
-                                        f"{FIRST_UNPRIVILEGED} to 65535)")
+                                        f"the forward range {forward_low}-{forward_high})")
         if low <= spec.host_port <= high:
             raise InvalidParameterValue(f"{spec}: host ports {low}-{high} are kept for the instances' SSH")
+        if not forward_low <= spec.host_port <= forward_high:
+            raise InvalidParameterValue(f"{spec}: host port {spec.host_port} is outside the service's forward range "
+                                        f"{forward_low}-{forward_high} (name one of those, or none for a free one)")
     for what, values in (("host port", [s.host_port for s in specs if s.host_port is not None]),
                          ("guest port", [s.guest_port for s in specs])):
         twice = sorted({v for v in values if values.count(v) > 1})
@@ -99,13 +108,37 @@ def check(specs: Iterable[PortSpec], settings: Settings, count: int = 1, existin
     return specs
 
 
+def taken_on(s: Session, address: str) -> set[int]:
+    """The host ports instances hold on ADDRESS, forwarded or SSH (whichever host holds
+    them: two hosts may be one machine)."""
+    return set(s.scalars(select(PortForward.host_port).where(PortForward.host_address == address))) | \
+        ssh_ports.taken(s, address)
+
+
+def check_account_limit(s: Session, owner: str, more: int, settings: Settings) -> None:
+    """PortLimitExceeded if OWNER's instances forward so many ports that MORE would pass the
+    account's limit. In the writing transaction that adds them (writers run one at a time),
+    so concurrent requests reach the limit exactly."""
+    limit = settings.account_max_forwarded_ports
+    in_use = s.scalar(select(func.count()).select_from(PortForward).join(Instance)
+                      .where(Instance.owner == owner)) or 0
+    if in_use + more > limit:
+        raise PortLimitExceeded(f"the account's limit is {limit} forwarded ports over all its instances: {in_use} "
+                                f"in use, {more} more asked (remove some, or terminate instances)")
+
+
 def allocate(s: Session, inst: Instance, specs: Iterable[PortSpec], settings: Settings) -> list[PortForward]:
-    """Host ports on INST's host address for SPECS (checked), added to INST in session S:
-    each named one if no instance forwards it and, on a host of this machine, nothing
-    listens on it; else a free one of the forward range (PortInUse if none is left)."""
+    """Host ports on INST's host address for SPECS (checked), added to INST in session S,
+    within the account's limit of forwarded ports: each named one if no instance forwards it
+    or has it as its SSH port and it is free on the host (``port_is_free_on``); else a free
+    one of the forward range, outside the SSH range (PortInUse if none is left)."""
+    specs = list(specs)
+    if specs:
+        check_account_limit(s, inst.owner, len(specs), settings)
     address = inst.ssh_host
-    taken = set(s.scalars(select(PortForward.host_port).where(PortForward.host_address == address)))
+    taken = taken_on(s, address)
     local = is_local(inst.host_uri)
+    where = address if local else f"{address} (host {inst.host})"
     ssh_low, ssh_high = settings.ssh_ports
     low, high = settings.forward_ports
     added = []
@@ -120,11 +153,11 @@ def allocate(s: Session, inst: Instance, specs: Iterable[PortSpec], settings: Se
                                 f"{mine.guest_port}")
             if port in taken:
                 raise PortInUse(f"host port {port} on {address} is already forwarded to an instance")
-            if local and not port_is_free(address, port):
-                raise PortInUse(f"host port {port} on {address} is in use by another program on the host")
+            if not port_is_free_on(address, port, local):
+                raise PortInUse(f"host port {port} on {where} is in use by another program on the host")
         else:
             port = next((p for p in range(low, high + 1) if p not in taken and not ssh_low <= p <= ssh_high
-                         and (not local or port_is_free(address, p))), None)
+                         and port_is_free_on(address, p, local)), None)
             if port is None:
                 raise PortInUse(f"no free port left in {low}-{high} on {address} to forward guest port "
                                 f"{spec.guest_port} from")
