@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -45,6 +45,17 @@ FIRST_UNPRIVILEGED = 1024
 SPEC = re.compile(r"(?:(?P<host>\d{1,5}):)?(?P<guest>\d{1,5})(?:/(?P<protocol>[a-z]+))?")
 #: how long a change waits for the instance's own work in this process (a reboot) to finish
 LOCK_WAIT = 10.0
+#: how many ports an add picks in turn when QEMU refuses the one picked (taken on the host
+#: by something the service's own check could not see: a remote host's bound socket)
+PICK_TRIES = 3
+
+
+class QemuRefused(PortInUse):
+    """QEMU refused to forward PORT on its host (its hostfwd_add failed)."""
+
+    def __init__(self, message: str, port: int):
+        super().__init__(message)
+        self.port = port
 
 
 @dataclass(frozen=True)
@@ -127,11 +138,12 @@ def check_account_limit(s: Session, owner: str, more: int, settings: Settings) -
                                 f"in use, {more} more asked (remove some, or terminate instances)")
 
 
-def allocate(s: Session, inst: Instance, specs: Iterable[PortSpec], settings: Settings) -> list[PortForward]:
+def allocate(s: Session, inst: Instance, specs: Iterable[PortSpec], settings: Settings,
+             avoid: Collection[int] = ()) -> list[PortForward]:
     """Host ports on INST's host address for SPECS (checked), added to INST in session S,
     within the account's limit of forwarded ports: each named one if no instance forwards it
     or has it as its SSH port and it is free on the host (``port_is_free_on``); else a free
-    one of the forward range, outside the SSH range (PortInUse if none is left)."""
+    one of the forward range, outside the SSH range and AVOID (PortInUse if none is left)."""
     specs = list(specs)
     if specs:
         check_account_limit(s, inst.owner, len(specs), settings)
@@ -156,8 +168,8 @@ def allocate(s: Session, inst: Instance, specs: Iterable[PortSpec], settings: Se
             if not port_is_free_on(address, port, local):
                 raise PortInUse(f"host port {port} on {where} is in use by another program on the host")
         else:
-            port = next((p for p in range(low, high + 1) if p not in taken and not ssh_low <= p <= ssh_high
-                         and port_is_free_on(address, p, local)), None)
+            port = next((p for p in range(low, high + 1) if p not in taken and p not in avoid
+                         and not ssh_low <= p <= ssh_high and port_is_free_on(address, p, local)), None)
             if port is None:
                 raise PortInUse(f"no free port left in {low}-{high} on {address} to forward guest port "
                                 f"{spec.guest_port} from")
@@ -189,7 +201,18 @@ class Ports:
         specs = tuple(specs)
         if not specs:
             raise InvalidParameterValue("name at least one port to forward")
-        return self._change(caller, instance_id, lambda s, inst: self._add(s, inst, specs))
+        named = {spec.host_port for spec in specs}
+        refused: set[int] = set()
+        for attempt in range(PICK_TRIES):
+            try:
+                return self._change(caller, instance_id, lambda s, inst: self._add(s, inst, specs, refused))
+            except QemuRefused as e:
+                # a port it picked itself, that QEMU found taken on the host: the next one
+                if e.port in named or attempt == PICK_TRIES - 1:
+                    raise
+                log.info("QEMU refused port %s for %s; picking another", e.port, instance_id)
+                refused.add(e.port)
+        raise AssertionError("unreachable")
 
     def remove(self, caller: Caller, instance_id: str, host_port: int) -> tuple[Instance, list[PortForward]]:
         """Stop forwarding HOST_PORT to the instance; the forwarded port removed."""
@@ -201,9 +224,10 @@ class Ports:
             return found
         return self._change(caller, instance_id, drop)
 
-    def _add(self, s: Session, inst: Instance, specs: tuple[PortSpec, ...]) -> list[PortForward]:
+    def _add(self, s: Session, inst: Instance, specs: tuple[PortSpec, ...], avoid: Collection[int] = ()
+             ) -> list[PortForward]:
         check(specs, self.settings, existing=inst.ports)
-        return allocate(s, inst, specs, self.settings)
+        return allocate(s, inst, specs, self.settings, avoid)
 
     def _change(self, caller: Caller, instance_id: str, change) -> tuple[Instance, list[PortForward]]:
         inst = self.instances.get(caller, instance_id)  # 404 for one the caller does not see
@@ -243,7 +267,8 @@ class Ports:
         done: list[str] = []
         try:
             for rule in (r for r in after if r not in before):
-                _monitor(driver, inst.domain_name, f"hostfwd_add {domain_xml.NETDEV} {domain_xml.hostfwd(*rule)}")
+                _monitor(driver, inst.domain_name, f"hostfwd_add {domain_xml.NETDEV} {domain_xml.hostfwd(*rule)}",
+                         rule[1])
                 done.append(f"hostfwd_remove {domain_xml.NETDEV} tcp:{rule[0]}:{rule[1]}")
             for rule in (r for r in before if r not in after):
                 _monitor(driver, inst.domain_name, f"hostfwd_remove {domain_xml.NETDEV} tcp:{rule[0]}:{rule[1]}")
@@ -267,8 +292,10 @@ def _check_state(instance_id: str, inst: Instance | None) -> None:
 REFUSALS = ("could not", "invalid", "error")
 
 
-def _monitor(driver: HostDriver, name: str, command: str) -> None:
-    """COMMAND on the domain's monitor; PortInUse with QEMU's words if its output says it was refused."""
+def _monitor(driver: HostDriver, name: str, command: str, port: int | None = None) -> None:
+    """COMMAND on the domain's monitor; PortInUse (QemuRefused for the host PORT it adds) with
+    QEMU's words if its output says it was refused."""
     out = driver.monitor(name, command).strip()
     if any(word in out.lower() for word in REFUSALS):
-        raise PortInUse(f"QEMU refused {command.split()[0]} {command.split()[-1]}: {out}")
+        message = f"QEMU refused {command.split()[0]} {command.split()[-1]}: {out}"
+        raise QemuRefused(message, port) if port is not None else PortInUse(message)

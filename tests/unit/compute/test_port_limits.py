@@ -181,3 +181,45 @@ def test_a_remote_hosts_ssh_port_is_asked_of_the_host(client, service, settings,
         response = client.post("/v1/instances", json={"size": "t3.micro"})
         assert response.status_code == 202, response.get_data(as_text=True)
         assert response.get_json()["instances"][0]["ssh"]["port"] != low
+
+
+def test_a_picked_port_qemu_refuses_is_replaced_by_the_next(client, launch, wait, service, settings, monkeypatch,
+                                                            expect_error):
+    """QEMU's bind on the host is the last word (a remote host's bound socket, which no probe
+    from here sees): a port the service picked itself and QEMU refuses is given up for the
+    next one; one the user named is a 409. Nothing of a refused change stays. (QEMU is a
+    fake here: the test driver has no monitor; the VM test has the real one.)"""
+    from computed.virt.driver import Capabilities
+    driver = type(service.default_driver)
+    # the test driver drops QEMU's command line from what it keeps: the definitions as defined
+    definitions, define = {}, driver.define
+
+    def keep(self, xml):
+        name = xml.split("<name>", 1)[1].split("</name>", 1)[0]
+        if name not in definitions:  # a redefinition stays the fake's (it has no uuid to match)
+            define(self, xml)
+        definitions[name] = xml
+    monkeypatch.setattr(driver, "define", keep)
+    monkeypatch.setattr(driver, "definition", lambda self, name: definitions.get(name))
+    instance_id = running(client, launch, wait)
+    monkeypatch.setattr(service.provisioner, "capabilities", lambda inst: Capabilities(False, True))
+    low, high = settings.forward_ports
+    squatted = next(p for p in range(low, high + 1) if port_is_free("127.0.0.1", p))
+    sent = []
+
+    def monitor(self, name, command):
+        sent.append(command)
+        if command.startswith("hostfwd_add") and f":{squatted}-" in command:
+            return "Could not set up host forwarding rule"
+        return ""
+    monkeypatch.setattr(driver, "monitor", monitor)
+    picked = client.post(f"/v1/instances/{instance_id}/ports", json={"guest_port": 80})
+    assert picked.status_code == 201, picked.get_data(as_text=True)
+    assert picked.get_json()["host_port"] not in (squatted, None)
+    assert any(f":{squatted}-" in c for c in sent)
+    message = expect_error(client.post(f"/v1/instances/{instance_id}/ports",
+                                       json={"guest_port": 81, "host_port": squatted}), 409, "InvalidPort.InUse")
+    assert "QEMU refused" in message
+    assert [p["guest_port"] for p in client.get(f"/v1/instances/{instance_id}/ports").get_json()["ports"]] == [80]
+    definition = service.default_driver.definition(f"computed-{instance_id}")
+    assert f":{squatted}-" not in definition and f":{picked.get_json()['host_port']}-:80" in definition
