@@ -16,7 +16,8 @@ import libvirt
 from computed.virt.errors import LaunchError
 
 SECRET_PATH = "/var/lib/computed/instances/i-0/disk.qcow2"
-QEMU_IMG = f"creating the instance's disk failed: qemu-img: {SECRET_PATH}: Could not open backing file: Permission denied"
+QEMU_IMG = (f"creating the instance's disk failed: qemu-img: {SECRET_PATH}: Could not open backing file: "
+            "Permission denied")
 ERROR_ID = re.compile(r"e-[0-9a-f]{8}")
 
 
