@@ -10,6 +10,7 @@ import threading
 import pytest
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import exc, inspect, select, text
 from sqlalchemy.orm import Session
 
@@ -19,7 +20,10 @@ from computed.store.models import Instance, KeyPair, Tag, UtcDateTime
 EXPECTED_TABLES = {"accounts", "access_keys", "alembic_version", "budgets", "budget_events", "console_sessions", "hosts", "host_images", "service_processes", "instances", "key_pairs", "port_forwards", "tags", "usage_events"}
 
 
-HEAD = max(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9]*.py"))
+_SCRIPTS = Config()
+_SCRIPTS.set_main_option("script_location", str(MIGRATIONS))
+#: the newest revision (Alembic's head; an id need not be its file's number, e.g. 0012_tenant)
+HEAD = ScriptDirectory.from_config(_SCRIPTS).get_current_head()
 
 
 def raw(path, sql):
@@ -250,3 +254,34 @@ class TestUtcDateTime:
         tokyo = dt.datetime(2024, 1, 1, 9, tzinfo=dt.timezone(dt.timedelta(hours=9)))  # a session's time zone
         back = t.process_result_value(tokyo, postgresql.dialect())
         assert back == dt.datetime(2024, 1, 1, 0, tzinfo=dt.UTC) and back.tzinfo is dt.UTC
+
+
+def test_old_failure_reasons_are_split_into_message_and_detail(store_url):
+    """0012_tenant: a reason written before, with an error's words in its message, keeps them
+    as the admin's detail; tenants get a generic message. A boot failure's stays as it was."""
+    engine = make_engine(store_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0009")
+    raw = "launch failed: creating the instance's disk failed: qemu-img: /srv/i-0/disk.qcow2: Permission denied"
+    boot = "launch failed: no SSH login within 600 s of the first boot"
+    rows = {"i-0": ("Server.InternalError", raw), "i-1": ("Server.BootFailure", boot),
+            "i-2": ("Client.UserInitiatedShutdown", "User initiated shutdown")}
+    now = dt.datetime.now(dt.UTC)
+    with engine.begin() as conn:
+        columns = {c["name"] for c in inspect(conn).get_columns("instances")}
+        for iid, (code, message) in rows.items():
+            values = instance_values(id=iid, state="terminated", state_reason_code=code, state_reason_message=message,
+                                     state_changed_at=now, launch_time=now, ready_ssh=False, ready_engine=False)
+            conn.execute(Instance.__table__.insert().values({k: v for k, v in values.items() if k in columns}))
+    engine.dispose()
+    db = Database(store_url)
+    try:
+        with db.reading() as s:
+            got = {i.id: (i.state_reason_message, i.state_reason_detail) for i in s.scalars(select(Instance))}
+        assert got == {"i-0": ("the launch failed (an admin sees the detail)", raw), "i-1": (boot, None),
+                       "i-2": ("User initiated shutdown", None)}
+    finally:
+        db.dispose()
