@@ -80,3 +80,24 @@ def test_a_failed_start_is_hidden_and_the_services_own_reasons_stay(client, laun
     wait()
     reason = client.get(f"/v1/instances/{instance_id}").get_json()["state_reason"]
     assert re.fullmatch(r"the start failed \(error id e-[0-9a-f]{8}\)", reason["message"]), reason
+
+
+def test_an_unreachable_host_is_named_not_its_uri(client, launch, service, wait, monkeypatch, expect_error):
+    """A tenant's action on an instance whose host does not answer is a 503 naming the host;
+    libvirt's words (with the URI, its user and key file) are the admin's (/v1/hosts)."""
+    from computed.errors import ServiceUnavailable
+    instance_id = launch()["instances"][0]["id"]
+    wait()
+    uri = "qemu+ssh://root@node-2/system?keyfile=/root/.ssh/computed_host"
+
+    def down(self):
+        raise ServiceUnavailable(f"the libvirt host {uri} cannot be reached: Connection refused")
+    monkeypatch.setattr(type(service.default_driver), "capacity", down)
+    for response in (client.post(f"/v1/instances/{instance_id}/stop"),
+                     client.post(f"/v1/instances/{instance_id}/ports", json={"guest_port": 80}),
+                     client.post("/v1/instances", json={"size": "t3.micro"})):
+        message = expect_error(response, 503, {"ServiceUnavailable", "InsufficientInstanceCapacity"})
+        assert "local" in message and uri not in message and "keyfile" not in message, message
+    boss = service.accounts.create("boss", admin=True)
+    host = client.get("/v1/hosts/local", auth=(boss.access_key_id, boss.secret_access_key)).get_json()
+    assert uri in json.dumps(host)
