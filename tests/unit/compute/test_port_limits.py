@@ -223,3 +223,16 @@ def test_a_picked_port_qemu_refuses_is_replaced_by_the_next(client, launch, wait
     assert [p["guest_port"] for p in client.get(f"/v1/instances/{instance_id}/ports").get_json()["ports"]] == [80]
     definition = service.default_driver.definition(f"computed-{instance_id}")
     assert f":{squatted}-" not in definition and f":{picked.get_json()['host_port']}-:80" in definition
+
+
+def test_a_launch_of_many_counts_every_instances_ports(client, service, expect_error, nothing_launched):
+    """count 3 with 2 ports each is 6 ports: past a limit of 4, nothing of it is made."""
+    message = expect_error(client.post("/v1/instances", json={
+        "size": "t3.micro", "count": 3, "ports": [{"guest_port": 80}, {"guest_port": 81}]}), 400, "PortLimitExceeded")
+    assert "limit is 4" in message
+    nothing_launched()
+    assert rows(service) == 0
+    response = client.post("/v1/instances", json={"size": "t3.micro", "count": 2,
+                                                  "ports": [{"guest_port": 80}, {"guest_port": 81}]})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    assert rows(service) == 4
