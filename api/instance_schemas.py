@@ -68,7 +68,10 @@ class StateSchema(Schema):
 
 class StateReasonSchema(Schema):
     code = fields.String(allow_none=True)
-    message = fields.String(allow_none=True)
+    message = fields.String(allow_none=True, metadata={
+        "description": "why; a failure's is generic with an error id (e.g. 'the launch failed (error id "
+                       "e-1a2b3c4d)'), which the service's log has with the detail"})
+    detail = fields.String(metadata={"description": "admins only: a failure's own words (libvirt's, qemu-img's)"})
 
 
 class SSHEndpointSchema(Schema):
@@ -121,7 +124,8 @@ class InstanceSchema(Schema):
     tags = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
     launch_time = fields.DateTime(required=True)
     state_changed_at = fields.DateTime(required=True)
-    host = fields.String(required=True, metadata={"description": "the libvirt URI of the instance's host"})
+    host = fields.String(required=True, allow_none=True, metadata={
+        "description": "the instance's host: its libvirt URI for an admin, its name for anyone else"})
     placement = fields.Nested(PlacementSchema, required=True)
     ssh = fields.Nested(SSHEndpointSchema, required=True)
     ports = fields.List(fields.Nested(PortSchema), required=True,

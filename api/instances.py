@@ -24,19 +24,22 @@ blp = Blueprint("instances", __name__, url_prefix="/v1/instances", description="
 
 
 def view(v: InstanceView) -> dict:
-    """The instance as the API shows it."""
+    """The instance as the API shows it (to the current caller: an admin sees its host's
+    URI and a failure's detail; anyone else the host's name and the failure's error id)."""
     inst = v.instance
     host, port = v.ssh_endpoint or (None, None)
+    admin = current_caller().admin
+    reason = v.state_reason(admin)
     return {
         "id": inst.id, "reservation_id": inst.reservation_id, "owner": inst.owner, "launch_index": inst.launch_index,
         "state": {"name": inst.state, "code": State(inst.state).code},
-        "state_reason": ({"code": inst.state_reason_code, "message": inst.state_reason_message}
-                         if inst.state_reason_code else None),
+        "state_reason": (None if reason is None else {"code": reason[0], "message": reason[1]}
+                         | ({"detail": reason[2]} if reason[2] else {})),
         "size": inst.size, "vcpus": inst.vcpus, "memory_mib": inst.memory_mib, "disk_gib": inst.disk_gib,
         "price_per_hour": inst.price_per_hour, "currency": inst.currency,
         "image": inst.image, "image_version": inst.image_version, "key_name": inst.key_name,
         "tags": dict(v.tags),
-        "launch_time": inst.launch_time, "state_changed_at": inst.state_changed_at, "host": inst.host_uri,
+        "launch_time": inst.launch_time, "state_changed_at": inst.state_changed_at, "host": v.host_shown(admin),
         "placement": {"host": inst.host, "availability_zone": v.availability_zone,
                       "host_reachable": v.host_reachable},
         "ssh": {"host": host, "port": port, "user": v.login_user, "command": v.ssh_command,

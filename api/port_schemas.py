@@ -17,8 +17,8 @@ class PortSpecSchema(Schema):
                                 metadata={"example": 80, "description": "the TCP port the guest listens on"})
     host_port = fields.Integer(strict=True, validate=HOST_PORT_RANGE, allow_none=True, metadata={
         "example": 8080,
-        "description": f"the port on the instance's host address, {FIRST_UNPRIVILEGED} to 65535 and outside the SSH "
-                       "range; left out, a free one of the service's forward range"})
+        "description": "the port on the instance's host address: one of the service's forward range (the "
+                       "forward_ports setting; another is a 400); left out, a free one of that range"})
     protocol = fields.String(load_default="tcp", validate=validate.OneOf(["tcp"], error="only tcp is forwarded"))
 
 

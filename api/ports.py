@@ -46,8 +46,10 @@ class Ports(MethodView):
     @blp.alt_response(503, schema=ErrorResponseSchema)
     def post(self, body, instance_id):
         """Forward a guest port of a running or stopped instance, at once: from ``host_port``,
-        or a free port of the service's forward range. A port another instance forwards, or
-        another program listens on, is a 409; a privileged one (below 1024) a 400."""
+        which must be one of the service's forward range, or a free port of that range. A
+        port outside the range is a 400, as is one past the account's limit of forwarded
+        ports (``PortLimitExceeded``); one another instance forwards, or another program
+        listens on, a 409."""
         _, added = service().ports.add(current_caller(), instance_id, [spec(body)])
         return port_view(added[0])
 

@@ -74,6 +74,17 @@ class InstanceLimitExceeded(ComputedError):
     code, status = "InstanceLimitExceeded", 400
 
 
+class KeyPairLimitExceeded(ComputedError):
+    """An account at its limit of key pairs (the setting account_max_key_pairs), as EC2's code."""
+    code, status = "KeyPairLimitExceeded", 400
+
+
+class PortLimitExceeded(ComputedError):
+    """An account at its limit of forwarded ports (the setting account_max_forwarded_ports),
+    counted over all its instances."""
+    code, status = "PortLimitExceeded", 400
+
+
 class BudgetExceeded(ComputedError):
     """A launch or start refused while the account's spend this month is at or over its
     budget and the budget's action is stop: the account can change that (raise the budget,

@@ -48,8 +48,8 @@ class Service:
         box = SecretBox(settings.var_dir / KEY_FILE)
         self.accounts = Accounts(self.db, box)
         self.access_keys = AccessKeys(self.db, box, self.clock)
-        self.console_sessions = ConsoleSessions(self.db, self.clock)
-        self.keypairs = KeyPairs(self.db)
+        self.console_sessions = ConsoleSessions(self.db, self.clock, settings.account_max_console_logins)
+        self.keypairs = KeyPairs(self.db, settings.account_max_key_pairs)
         self.metrics = Metrics()
         # a guest's stop is the lifecycle's, built below: the method looks it up when a guest stops
         self.hosts = Hosts(settings, self.db, self.clock, on_guest_stopped=self._guest_stopped,

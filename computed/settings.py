@@ -133,6 +133,12 @@ SETTINGS = (
     Setting("account_max_vcpus", "limits", "account_max_vcpus", "COMPUTED_ACCOUNT_MAX_VCPUS", None, _positive),
     Setting("account_max_memory_mib", "limits", "account_max_memory_mib", "COMPUTED_ACCOUNT_MAX_MEMORY_MIB", None,
             _positive),
+    Setting("account_max_forwarded_ports", "limits", "account_max_forwarded_ports",
+            "COMPUTED_ACCOUNT_MAX_FORWARDED_PORTS", 50, _positive),
+    Setting("account_max_key_pairs", "limits", "account_max_key_pairs", "COMPUTED_ACCOUNT_MAX_KEY_PAIRS", 500,
+            _positive),
+    Setting("account_max_console_logins", "limits", "account_max_console_logins",
+            "COMPUTED_ACCOUNT_MAX_CONSOLE_LOGINS", 20, _positive),
     Setting("cpu_overcommit", "limits", "cpu_overcommit", "COMPUTED_CPU_OVERCOMMIT", 4.0, _ratio),
     Setting("memory_overcommit", "limits", "memory_overcommit", "COMPUTED_MEMORY_OVERCOMMIT", 1.0, _ratio),
     Setting("scheduler_strategy", "scheduler", "strategy", "COMPUTED_SCHEDULER_STRATEGY", "spread",
@@ -195,6 +201,12 @@ class Settings:
     account_max_instances: int | None = 20
     account_max_vcpus: int | None = None
     account_max_memory_mib: int | None = None
+    #: forwarded ports (besides SSH) over all of one account's instances
+    account_max_forwarded_ports: int = 50
+    #: key pairs one account may have
+    account_max_key_pairs: int = 500
+    #: web console logins one account may have open; a new one past it ends the oldest
+    account_max_console_logins: int = 20
     #: the libvirt host's CPUs and memory times these are what its instances may have
     cpu_overcommit: float = 4.0
     memory_overcommit: float = 1.0

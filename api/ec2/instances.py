@@ -52,7 +52,7 @@ def run_instances(p: Params) -> dict:
     p.finish()
     rows = _launch(req, min_count)
     return {"reservationId": rows[0].reservation_id, "ownerId": rows[0].owner, "groupSet": [],
-            "instancesSet": [render.instance(v) for v in svc.views.page(rows)]}
+            "instancesSet": [render.instance(v, who.admin) for v in svc.views.page(rows)]}
 
 
 def _launch(req: LaunchRequest, min_count: int):
@@ -157,7 +157,8 @@ def describe_instances(p: Params) -> dict:
     _check_ids(ids)
     p.finish()
     rows, next_token = describe(ids, filters, max_results, token)
-    return {"reservationSet": render.reservations(service().views.page(rows)), "nextToken": next_token}
+    return {"reservationSet": render.reservations(service().views.page(rows), caller().admin),
+            "nextToken": next_token}
 
 
 def _health(inst) -> tuple[dict, dict]:

@@ -72,17 +72,25 @@ def _is_ip(host: str | None) -> bool:
         return False
 
 
-def _transition_reason(inst: Instance) -> str:
-    if not inst.state_reason_code:
+def _message(reason: tuple[str, str, str | None]) -> str:
+    """A state reason's message, with a failure's detail where the caller may see it."""
+    code, message, detail = reason
+    return f"{message}: {detail}" if detail else message
+
+
+def _transition_reason(inst: Instance, reason: tuple[str, str, str | None] | None) -> str:
+    if reason is None:
         return ""
     when = inst.state_changed_at.strftime("%Y-%m-%d %H:%M:%S GMT")
-    if inst.state_reason_code == USER_STOP.code:  # USER_TERMINATE's code too
+    if reason[0] == USER_STOP.code:  # USER_TERMINATE's code too
         return f"User initiated ({when})"
-    return f"{inst.state_reason_message or inst.state_reason_code} ({when})"
+    return f"{_message(reason) or reason[0]} ({when})"
 
 
-def instance(view: InstanceView) -> dict:
+def instance(view: InstanceView, admin: bool = False) -> dict:
+    """The instance as EC2 shows it; a failure's detail to an ADMIN only."""
     inst = view.instance
+    reason = view.state_reason(admin)
     host = view.ssh_endpoint[0] if view.ssh_endpoint else None
     tags = list(view.tags) + system_tags(view)
     return {
@@ -91,7 +99,7 @@ def instance(view: InstanceView) -> dict:
         "instanceState": state(inst.state),
         "privateDnsName": host or "",
         "dnsName": host or "",
-        "reason": _transition_reason(inst),
+        "reason": _transition_reason(inst, reason),
         "keyName": inst.key_name,
         "amiLaunchIndex": inst.launch_index,
         "productCodes": [],
@@ -104,15 +112,14 @@ def instance(view: InstanceView) -> dict:
         "monitoring": {"state": "disabled"},
         "ipAddress": host if _is_ip(host) else None,
         "groupSet": [],
-        "stateReason": ({"code": inst.state_reason_code, "message": inst.state_reason_message or ""}
-                        if inst.state_reason_code else None),
+        "stateReason": {"code": reason[0], "message": _message(reason)} if reason else None,
         "virtualizationType": "hvm",
         "clientToken": inst.client_token,
         "tagSet": [{"key": k, "value": v} for k, v in tags],
     }
 
 
-def reservations(views: list[InstanceView]) -> list[dict]:
+def reservations(views: list[InstanceView], admin: bool = False) -> list[dict]:
     """Instances grouped by reservation, in the order they come."""
     groups: dict[str, dict] = {}
     for view in views:
@@ -121,5 +128,5 @@ def reservations(views: list[InstanceView]) -> list[dict]:
         if group is None:
             group = groups[inst.reservation_id] = {"reservationId": inst.reservation_id, "ownerId": inst.owner,
                                                    "groupSet": [], "instancesSet": []}
-        group["instancesSet"].append(instance(view))
+        group["instancesSet"].append(instance(view, admin))
     return list(groups.values())

@@ -8,6 +8,7 @@ import click
 
 from computed.accounts.registry import ADMIN_CREDENTIALS_FILE
 from computed.settings import Settings
+from computed.store.engine import shown_url
 
 
 @click.command()
@@ -28,7 +29,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     if app.extensions["computed"].accounts.bootstrap(path):
         click.echo(f"created the admin account; its credentials are in {path} (readable by you only)", err=True)
     click.echo(f"computed API on http://{host}:{port}/ (docs: http://{host}:{port}/docs); "
-               f"libvirt {settings.libvirt_uri}, store {settings.database_url}", err=True)
+               f"libvirt {settings.libvirt_uri}, store {shown_url(settings.database_url)}", err=True)
     try:
         waitress.serve(app, host=host, port=port, threads=settings.api_threads, ident="computed",
                        clear_untrusted_proxy_headers=True)

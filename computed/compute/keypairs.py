@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from computed.virt import ssh
 from computed.accounts.registry import Caller
 from computed.store.engine import Database
-from computed.errors import InvalidKeyFormat, InvalidKeyPairDuplicate, InvalidParameterValue, KeyPairNotFound
+from computed.errors import (InvalidKeyFormat, InvalidKeyPairDuplicate, InvalidParameterValue, KeyPairLimitExceeded,
+                             KeyPairNotFound)
 from computed.store.models import KeyPair
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,254}")
@@ -67,8 +68,10 @@ class KeyPairs:
     """Each account's own key pairs (names are unique per account, as on EC2; an admin too
     has only its own)."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, max_per_account: int | None = None):
         self.db = db
+        #: key pairs one account may have (the setting account_max_key_pairs; None: no limit)
+        self.max_per_account = max_per_account
 
     def create(self, caller: Caller, name: str) -> tuple[KeyPair, str]:
         """A new ed25519 key pair; returns the record and the private key (OpenSSH format),
@@ -87,6 +90,11 @@ class KeyPairs:
             with self.db.session() as s:
                 if self._find(s, caller, name) is not None:
                     raise InvalidKeyPairDuplicate(f"the key pair {name!r} already exists")
+                # counted in the transaction that inserts (writers run one at a time): exact under concurrency
+                limit = self.max_per_account
+                if limit is not None and s.scalar(select(func.count()).select_from(KeyPair).where(
+                        KeyPair.owner == caller.account_id)) >= limit:
+                    raise KeyPairLimitExceeded(f"the account's limit is {limit} key pairs; delete one first")
                 record = KeyPair(owner=caller.account_id, name=name, key_type=parsed.key_type,
                                  public_key=parsed.public_key, fingerprint=parsed.fingerprint)
                 s.add(record)

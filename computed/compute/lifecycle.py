@@ -17,7 +17,8 @@ from computed.store.processes import Processes
 from computed.virt.errors import LaunchError
 from computed.virt.provisioner import Provisioner, Undo
 from computed.settings import Settings
-from .state import BOOT_FAILURE, INTERNAL_ERROR, USER_STOP, USER_TERMINATE, Reason, State, set_state
+from .state import (BOOT_FAILURE, INTERNAL_ERROR, USER_STOP, USER_TERMINATE, Failure, Reason, State, failure,
+                    set_reason, set_state)
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class Lifecycle:
         with self.db.session() as s:
             return s.get(Instance, instance_id)
 
-    def _move(self, instance_id: str, expected: State, state: State, reason: Reason | None = None) -> bool:
+    def _move(self, instance_id: str, expected: State, state: State, reason: Reason | Failure | None = None) -> bool:
         """EXPECTED -> STATE, unless the instance has moved on meanwhile (e.g. terminated)."""
         with self.db.session() as s:
             inst = s.get(Instance, instance_id)
@@ -105,9 +106,9 @@ class Lifecycle:
             except Exception as e:
                 undo.run()
                 code = e.code if isinstance(e, LaunchError) else INTERNAL_ERROR
-                log.warning("launch of %s failed: %s", instance_id, e)
                 self.metrics.launch_failed(code)
-                self._end(instance_id, Reason(code, f"launch failed: {e}"))
+                # the error's words are the host's (paths, URIs, libvirt's): admins only see them
+                self._end(instance_id, failure(instance_id, "the launch failed", e, code))
                 return
             if self._move(instance_id, State.PENDING, State.RUNNING):
                 self.metrics.launch_running(self._since_launch(inst))
@@ -123,8 +124,7 @@ class Lifecycle:
                 self.provisioner.start(inst)
                 self.faults.point("start.started")
             except Exception as e:
-                log.warning("start of %s failed: %s", instance_id, e)
-                self._move(instance_id, State.PENDING, State.STOPPED, Reason(INTERNAL_ERROR, f"start failed: {e}"))
+                self._move(instance_id, State.PENDING, State.STOPPED, failure(instance_id, "the start failed", e))
                 return
             self._move(instance_id, State.PENDING, State.RUNNING)
         self._readiness(instance_id, first_boot=False)
@@ -139,6 +139,8 @@ class Lifecycle:
             self.faults.point("stop.off")
             # the reason it was stopped for stays (the user's, or e.g. its budget's)
             reason = Reason(inst.state_reason_code, inst.state_reason_message) if inst.state_reason_code else USER_STOP
+            if inst.state_reason_detail:
+                reason = Failure(reason, inst.state_reason_detail)
             self._move(instance_id, State.STOPPING, State.STOPPED, reason)
 
     def _reboot(self, instance_id: str) -> None:
@@ -164,11 +166,9 @@ class Lifecycle:
                 self.provisioner.delete(inst)
             except Exception as e:
                 # stays shutting-down: terminating it again retries
-                log.warning("terminating %s failed, will retry when asked again: %s", instance_id, e)
                 with self.db.session() as s:
                     inst = s.get(Instance, instance_id)
-                    inst.state_reason_code, inst.state_reason_message = Reason(INTERNAL_ERROR,
-                                                                               f"termination failed, retry it: {e}")
+                    set_reason(inst, failure(instance_id, "the termination failed, retry it", e))
                 return
             self._end(instance_id, reason)
 
@@ -180,7 +180,7 @@ class Lifecycle:
             log.info("%s stopped by itself: %s", instance_id, reason[1])
             self._move(instance_id, State.RUNNING, State.STOPPED, reason)
 
-    def _end(self, instance_id: str, reason: Reason) -> None:
+    def _end(self, instance_id: str, reason: Reason | Failure) -> None:
         with self.db.session() as s:
             inst = s.get(Instance, instance_id)
             if inst is not None and inst.state != State.TERMINATED:

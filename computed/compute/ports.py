@@ -14,23 +14,25 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from computed.virt import domain_xml
 from computed.accounts.registry import Caller
 from computed.store.engine import Database
-from computed.errors import IncorrectInstanceState, InvalidParameterValue, PortInUse, PortNotFound
+from computed.errors import (IncorrectInstanceState, InvalidParameterValue, PortInUse, PortLimitExceeded,
+                             PortNotFound)
 from computed.hosts.registry import Hosts, is_local
 from computed.store.models import Instance, PortForward
-from computed.hosts.addresses import port_is_free
+from computed.hosts.addresses import port_is_free_on
 from computed.virt.driver import HostDriver
 from computed.virt.provisioner import Provisioner, forwards
 from computed.settings import Settings
+from . import ssh_ports
 from .state import CHANGEABLE, State
 from .worker import Worker
 
@@ -43,6 +45,17 @@ FIRST_UNPRIVILEGED = 1024
 SPEC = re.compile(r"(?:(?P<host>\d{1,5}):)?(?P<guest>\d{1,5})(?:/(?P<protocol>[a-z]+))?")
 #: how long a change waits for the instance's own work in this process (a reboot) to finish
 LOCK_WAIT = 10.0
+#: how many ports an add picks in turn when QEMU refuses the one picked (taken on the host
+#: by something the service's own check could not see: a remote host's bound socket)
+PICK_TRIES = 3
+
+
+class QemuRefused(PortInUse):
+    """QEMU refused to forward PORT on its host (its hostfwd_add failed)."""
+
+    def __init__(self, message: str, port: int):
+        super().__init__(message)
+        self.port = port
 
 
 @dataclass(frozen=True)
@@ -68,12 +81,16 @@ class PortSpec:
 def check(specs: Iterable[PortSpec], settings: Settings, count: int = 1, existing: Iterable[PortForward] = ()
           ) -> tuple[PortSpec, ...]:
     """SPECS as a request may ask them for COUNT instances (that already forward EXISTING);
-    InvalidParameterValue naming what is wrong otherwise."""
+    InvalidParameterValue naming what is wrong otherwise. A named host port must be one of
+    the service's forward range (the forward_ports setting, an admin's to widen): any other
+    unprivileged port of the host may be another service's (a database, libvirt, the API
+    itself while it restarts), whose traffic the guest would receive."""
     specs, existing = tuple(specs), list(existing)
     if len(specs) + len(existing) > MAX_PORTS:
         raise InvalidParameterValue(f"at most {MAX_PORTS} forwarded ports per instance "
                                     f"({len(existing)} already, {len(specs)} more asked)")
     low, high = settings.ssh_ports
+    forward_low, forward_high = settings.forward_ports
     for spec in specs:
         if spec.protocol != "tcp":
             raise InvalidParameterValue(f"{spec}: only tcp ports are forwarded")
@@ -88,9 +105,12 @@ def check(specs: Iterable[PortSpec], settings: Settings, count: int = 1, existin
             raise InvalidParameterValue(f"{spec}: a host port is at most 65535")
         if spec.host_port < FIRST_UNPRIVILEGED:
             raise InvalidParameterValue(f"{spec}: host port {spec.host_port} is privileged (forward from a port of "
-                                        f"{FIRST_UNPRIVILEGED} to 65535)")
+                                        f"the forward range {forward_low}-{forward_high})")
         if low <= spec.host_port <= high:
             raise InvalidParameterValue(f"{spec}: host ports {low}-{high} are kept for the instances' SSH")
+        if not forward_low <= spec.host_port <= forward_high:
+            raise InvalidParameterValue(f"{spec}: host port {spec.host_port} is outside the service's forward range "
+                                        f"{forward_low}-{forward_high} (name one of those, or none for a free one)")
     for what, values in (("host port", [s.host_port for s in specs if s.host_port is not None]),
                          ("guest port", [s.guest_port for s in specs])):
         twice = sorted({v for v in values if values.count(v) > 1})
@@ -99,13 +119,38 @@ def check(specs: Iterable[PortSpec], settings: Settings, count: int = 1, existin
     return specs
 
 
-def allocate(s: Session, inst: Instance, specs: Iterable[PortSpec], settings: Settings) -> list[PortForward]:
-    """Host ports on INST's host address for SPECS (checked), added to INST in session S:
-    each named one if no instance forwards it and, on a host of this machine, nothing
-    listens on it; else a free one of the forward range (PortInUse if none is left)."""
+def taken_on(s: Session, address: str) -> set[int]:
+    """The host ports instances hold on ADDRESS, forwarded or SSH (whichever host holds
+    them: two hosts may be one machine)."""
+    return set(s.scalars(select(PortForward.host_port).where(PortForward.host_address == address))) | \
+        ssh_ports.taken(s, address)
+
+
+def check_account_limit(s: Session, owner: str, more: int, settings: Settings) -> None:
+    """PortLimitExceeded if OWNER's instances forward so many ports that MORE would pass the
+    account's limit. In the writing transaction that adds them (writers run one at a time),
+    so concurrent requests reach the limit exactly."""
+    limit = settings.account_max_forwarded_ports
+    in_use = s.scalar(select(func.count()).select_from(PortForward).join(Instance)
+                      .where(Instance.owner == owner)) or 0
+    if in_use + more > limit:
+        raise PortLimitExceeded(f"the account's limit is {limit} forwarded ports over all its instances: {in_use} "
+                                f"in use, {more} more asked (remove some, or terminate instances)")
+
+
+def allocate(s: Session, inst: Instance, specs: Iterable[PortSpec], settings: Settings,
+             avoid: Collection[int] = ()) -> list[PortForward]:
+    """Host ports on INST's host address for SPECS (checked), added to INST in session S,
+    within the account's limit of forwarded ports: each named one if no instance forwards it
+    or has it as its SSH port and it is free on the host (``port_is_free_on``); else a free
+    one of the forward range, outside the SSH range and AVOID (PortInUse if none is left)."""
+    specs = list(specs)
+    if specs:
+        check_account_limit(s, inst.owner, len(specs), settings)
     address = inst.ssh_host
-    taken = set(s.scalars(select(PortForward.host_port).where(PortForward.host_address == address)))
+    taken = taken_on(s, address)
     local = is_local(inst.host_uri)
+    where = address if local else f"{address} (host {inst.host})"
     ssh_low, ssh_high = settings.ssh_ports
     low, high = settings.forward_ports
     added = []
@@ -120,11 +165,11 @@ def allocate(s: Session, inst: Instance, specs: Iterable[PortSpec], settings: Se
                                 f"{mine.guest_port}")
             if port in taken:
                 raise PortInUse(f"host port {port} on {address} is already forwarded to an instance")
-            if local and not port_is_free(address, port):
-                raise PortInUse(f"host port {port} on {address} is in use by another program on the host")
+            if not port_is_free_on(address, port, local):
+                raise PortInUse(f"host port {port} on {where} is in use by another program on the host")
         else:
-            port = next((p for p in range(low, high + 1) if p not in taken and not ssh_low <= p <= ssh_high
-                         and (not local or port_is_free(address, p))), None)
+            port = next((p for p in range(low, high + 1) if p not in taken and p not in avoid
+                         and not ssh_low <= p <= ssh_high and port_is_free_on(address, p, local)), None)
             if port is None:
                 raise PortInUse(f"no free port left in {low}-{high} on {address} to forward guest port "
                                 f"{spec.guest_port} from")
@@ -156,7 +201,18 @@ class Ports:
         specs = tuple(specs)
         if not specs:
             raise InvalidParameterValue("name at least one port to forward")
-        return self._change(caller, instance_id, lambda s, inst: self._add(s, inst, specs))
+        named = {spec.host_port for spec in specs}
+        refused: set[int] = set()
+        for attempt in range(PICK_TRIES):
+            try:
+                return self._change(caller, instance_id, lambda s, inst: self._add(s, inst, specs, refused))
+            except QemuRefused as e:
+                # a port it picked itself, that QEMU found taken on the host: the next one
+                if e.port in named or attempt == PICK_TRIES - 1:
+                    raise
+                log.info("QEMU refused port %s for %s; picking another", e.port, instance_id)
+                refused.add(e.port)
+        raise AssertionError("unreachable")
 
     def remove(self, caller: Caller, instance_id: str, host_port: int) -> tuple[Instance, list[PortForward]]:
         """Stop forwarding HOST_PORT to the instance; the forwarded port removed."""
@@ -168,9 +224,10 @@ class Ports:
             return found
         return self._change(caller, instance_id, drop)
 
-    def _add(self, s: Session, inst: Instance, specs: tuple[PortSpec, ...]) -> list[PortForward]:
+    def _add(self, s: Session, inst: Instance, specs: tuple[PortSpec, ...], avoid: Collection[int] = ()
+             ) -> list[PortForward]:
         check(specs, self.settings, existing=inst.ports)
-        return allocate(s, inst, specs, self.settings)
+        return allocate(s, inst, specs, self.settings, avoid)
 
     def _change(self, caller: Caller, instance_id: str, change) -> tuple[Instance, list[PortForward]]:
         inst = self.instances.get(caller, instance_id)  # 404 for one the caller does not see
@@ -210,7 +267,8 @@ class Ports:
         done: list[str] = []
         try:
             for rule in (r for r in after if r not in before):
-                _monitor(driver, inst.domain_name, f"hostfwd_add {domain_xml.NETDEV} {domain_xml.hostfwd(*rule)}")
+                _monitor(driver, inst.domain_name, f"hostfwd_add {domain_xml.NETDEV} {domain_xml.hostfwd(*rule)}",
+                         rule[1])
                 done.append(f"hostfwd_remove {domain_xml.NETDEV} tcp:{rule[0]}:{rule[1]}")
             for rule in (r for r in before if r not in after):
                 _monitor(driver, inst.domain_name, f"hostfwd_remove {domain_xml.NETDEV} tcp:{rule[0]}:{rule[1]}")
@@ -234,8 +292,10 @@ def _check_state(instance_id: str, inst: Instance | None) -> None:
 REFUSALS = ("could not", "invalid", "error")
 
 
-def _monitor(driver: HostDriver, name: str, command: str) -> None:
-    """COMMAND on the domain's monitor; PortInUse with QEMU's words if its output says it was refused."""
+def _monitor(driver: HostDriver, name: str, command: str, port: int | None = None) -> None:
+    """COMMAND on the domain's monitor; PortInUse (QemuRefused for the host PORT it adds) with
+    QEMU's words if its output says it was refused."""
     out = driver.monitor(name, command).strip()
     if any(word in out.lower() for word in REFUSALS):
-        raise PortInUse(f"QEMU refused {command.split()[0]} {command.split()[-1]}: {out}")
+        message = f"QEMU refused {command.split()[0]} {command.split()[-1]}: {out}"
+        raise QemuRefused(message, port) if port is not None else PortInUse(message)

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from computed.errors import InsufficientInstanceCapacity
 from computed.hosts.registry import is_local
-from computed.store.models import Host, Instance
-from computed.hosts.addresses import port_is_free
+from computed.store.models import Host, Instance, PortForward
+from computed.hosts.addresses import port_is_free_on
 from computed.settings import Settings
 
 
@@ -32,19 +32,25 @@ def taken(s: Session, address: str) -> set[int]:
                                                          Instance.ssh_port.is_not(None))))
 
 
+def forwarded(s: Session, address: str) -> set[int]:
+    """The ports instances forward on ADDRESS besides SSH (none of them is an SSH port)."""
+    return set(s.scalars(select(PortForward.host_port).where(PortForward.host_address == address)))
+
+
 def pick(s: Session, settings: Settings, hosts: list[Host]) -> list[int]:
-    """A free SSH port for an instance on each of HOSTS, on the host's address; on a host of
-    this machine it must also be free now (InsufficientInstanceCapacity if none is)."""
+    """A free SSH port for an instance on each of HOSTS, on the host's address: neither an
+    instance's SSH or forwarded port there, nor taken on the host now (``port_is_free_on``;
+    InsufficientInstanceCapacity if none is)."""
     low, high = settings.ssh_ports
     used_on: dict[str, set[int]] = {}
     ports = []
     for host in hosts:
         if host.address not in used_on:
-            used_on[host.address] = taken(s, host.address)
+            used_on[host.address] = taken(s, host.address) | forwarded(s, host.address)
         used = used_on[host.address]
         local = is_local(host.uri)
         port = next((p for p in range(low, high + 1)
-                     if p not in used and (not local or port_is_free(host.address, p))), None)
+                     if p not in used and port_is_free_on(host.address, p, local)), None)
         if port is None:
             raise InsufficientInstanceCapacity(
                 f"no free SSH port left in {low}-{high} on {host.address} (host {host.name})")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import logging
+import secrets
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -48,10 +50,30 @@ LIVE = tuple(s for s in State if s is not State.TERMINATED)
 CHANGEABLE = (State.RUNNING, State.STOPPED)
 
 
+log = logging.getLogger(__name__)
+
+
 class Reason(NamedTuple):
     """Why an instance is in its state, as EC2's StateReason (code, message)."""
     code: str
     message: str
+
+
+class Failure(NamedTuple):
+    """A step that failed with an error whose words are the host's (libvirt's, qemu-img's,
+    with paths and URIs): the REASON every caller sees (a generic message with an error id)
+    and the DETAIL admins see, also logged with the id so that an admin can find it."""
+    reason: Reason
+    detail: str
+
+
+def failure(instance_id: str, what: str, error: BaseException | str, code: str | None = None) -> Failure:
+    """WHAT (e.g. "the launch failed") as a Failure of ERROR: its message says WHAT and a new
+    error id, its detail ERROR's text; logged at once with the id."""
+    error_id = f"e-{secrets.token_hex(4)}"
+    detail = str(error) or type(error).__name__
+    log.warning("%s: %s (error id %s): %s", instance_id, what, error_id, detail)
+    return Failure(Reason(code or INTERNAL_ERROR, f"{what} (error id {error_id})"), detail)
 
 
 INTERNAL_ERROR = "Server.InternalError"
@@ -105,12 +127,13 @@ def may(current: str, new: str) -> bool:
     return any(a.moves.get(current) == new for a in ACTIONS.values())
 
 
-def set_state(inst: Instance, state: str, reason: tuple[str, str] | None, now: dt.datetime) -> None:
+def set_state(inst: Instance, state: str, reason: tuple[str, str] | Failure | None, now: dt.datetime) -> None:
     """The one place an instance's state changes; its usage event goes into the same
-    transaction (INST must belong to a session)."""
+    transaction (INST must belong to a session). A Failure's detail is kept beside its
+    reason (``state_reason_detail``); any other reason clears it."""
     inst.state = state
     inst.state_changed_at = now
-    inst.state_reason_code, inst.state_reason_message = reason or (None, None)
+    set_reason(inst, reason)
     if state != State.RUNNING:
         inst.ready_ssh = inst.ready_engine = False
     if state == State.TERMINATED:
@@ -118,3 +141,12 @@ def set_state(inst: Instance, state: str, reason: tuple[str, str] | None, now: d
         inst.ssh_port = None  # the port goes back to the pool
         inst.ports.clear()  # and so do its forwarded ports
     object_session(inst).add(UsageEvent.of(inst))
+
+
+def set_reason(inst: Instance, reason: tuple[str, str] | Failure | None) -> None:
+    """INST's state reason (and, of a Failure, its detail), its state unchanged."""
+    detail = None
+    if isinstance(reason, Failure):
+        reason, detail = reason
+    inst.state_reason_code, inst.state_reason_message = reason or (None, None)
+    inst.state_reason_detail = detail

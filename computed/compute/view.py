@@ -81,6 +81,21 @@ class InstanceView:
         key = f"-i {shlex.quote(key_name + '.pem')} " if key_name else ""
         return f"ssh {key}-p {port} {user}@{host}"
 
+    def host_shown(self, admin: bool) -> str | None:
+        """The instance's host as a caller sees it: an admin its libvirt URI (which may name a
+        user and key files on the service's machine), anyone else its name only."""
+        return self.instance.host_uri if admin else self.instance.host
+
+    def state_reason(self, admin: bool) -> tuple[str, str, str | None] | None:
+        """(code, message, detail) of the instance's state reason, or None. A failure's
+        message is generic with an error id (``state.failure``); its detail, the error's own
+        words (host paths, libvirt's and qemu-img's errors), is an admin's only (None for
+        others, and where there is none)."""
+        inst = self.instance
+        if not inst.state_reason_code:
+            return None
+        return inst.state_reason_code, inst.state_reason_message or "", inst.state_reason_detail if admin else None
+
     @property
     def host_key(self) -> str | None:
         """The public half of the guest's SSH host key (the service made it and put it in the

@@ -356,16 +356,18 @@ class Hosts:
         errors = self.check(stale) if stale else {}
         if not any((reachable or name in stale or self._heard.get(name, float("-inf")) >= now - FRESH)
                    and not errors.get(name) for name, _, reachable in usable):
-            detail = "; ".join(e for e in errors.values() if e) or "every enabled host is unreachable"
-            raise ServiceUnavailable(f"no host can take the launch: the libvirt hosts cannot be reached ({detail})")
+            # by name: libvirt's words name the host's URI (a user, key files), an admin's to see
+            # (the log, and each host's last_error under /v1/hosts)
+            names = ", ".join(sorted(name for name, _, _ in usable))
+            raise ServiceUnavailable(f"no host can take the launch: the libvirt hosts cannot be reached ({names})")
 
     def ping(self, names: set[str]) -> None:
         """A round trip to each of NAMES now (ServiceUnavailable for the first that fails,
         which is then recorded as unreachable)."""
         errors = self.check(sorted(names))
         for name in sorted(names):
-            if errors.get(name):
-                raise ServiceUnavailable(errors[name])
+            if errors.get(name):  # libvirt's words, with the URI, are logged by check (and in last_error)
+                raise ServiceUnavailable(f"the host {name} cannot be reached now; try again later")
 
 
 def _free_name(s, uri: str) -> str:

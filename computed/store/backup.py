@@ -30,6 +30,8 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from .engine import shown_url
+
 #: pages copied per step (4 MiB at SQLite's default 4 KiB page)
 STEP_PAGES = 1024
 #: the tables whose rows the result counts
@@ -60,8 +62,8 @@ def sqlite_path(database_url: str) -> Path:
     """The file of an SQLite ``database_url``; NotSQLite for any other database."""
     try:
         url = make_url(database_url)
-    except ArgumentError as e:
-        raise BackupError(f"the database URL cannot be read: {e}") from None
+    except ArgumentError:  # its words quote the URL, password and all
+        raise BackupError(f"the database URL cannot be read: {shown_url(database_url)}") from None
     if url.get_backend_name() != "sqlite":
         shown = url.render_as_string(hide_password=True)
         raise NotSQLite(f"the store is not SQLite but {url.get_backend_name()} ({shown}): back it up with the "

@@ -16,6 +16,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -24,7 +25,20 @@ READ_ONLY = "computed_read_only"  # an execution option: a session that only rea
 WRITER_LOCK = 0x636F6D7075746564  # "computed"
 
 
+def shown_url(url: str) -> str:
+    """URL as it may be printed or logged: its password masked (``***``). One that does
+    not parse is shown by its scheme alone, as it might hold a password anywhere."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return f"{str(url).partition(':')[0]}:(a URL that does not parse)"
+
+
 def make_engine(url: str) -> Engine:
+    try:
+        make_url(url)
+    except ArgumentError:  # SQLAlchemy's own words quote the URL, password and all
+        raise ArgumentError(f"the database URL cannot be read: {shown_url(url)}") from None
     if url.startswith("sqlite"):
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

@@ -205,6 +205,8 @@ class Instance(Base):
     state: Mapped[str] = mapped_column(String(16), index=True)
     state_reason_code: Mapped[str | None] = mapped_column(String(64))
     state_reason_message: Mapped[str | None] = mapped_column(Text)
+    #: what failed, in the failure's own words (host paths, libvirt's errors): admins only see it
+    state_reason_detail: Mapped[str | None] = mapped_column(Text)
     state_changed_at: Mapped[dt.datetime] = mapped_column(UtcDateTime, default=utcnow)
     # the size as it was at launch: a later catalog change does not alter an instance
     size: Mapped[str] = mapped_column(String(64), index=True)

@@ -108,11 +108,13 @@ def check_forwarded_ports(svc, inst: dict, client: paramiko.SSHClient, monkeypat
 
     # a port another program took that the service's own check missed (as on a remote host):
     # QEMU refuses it, and nothing of the request stays
+    low, high = svc.service.settings.forward_ports
+    in_use = {p["host_port"] for p in (web, added)}
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
+        taken = next(p for p in range(low, high + 1) if p not in in_use and port_is_free("127.0.0.1", p))
+        squatter.bind(("127.0.0.1", taken))
         squatter.listen()
-        taken = squatter.getsockname()[1]
-        monkeypatch.setattr(computed.compute.ports, "port_is_free", lambda host, port: True)
+        monkeypatch.setattr(computed.compute.ports, "port_is_free_on", lambda address, port, local: True)
         error = svc.call("POST", f"/v1/instances/{inst['id']}/ports", expect=409,
                          json={"guest_port": 7070, "host_port": taken})["error"]
         monkeypatch.undo()

@@ -392,3 +392,34 @@ def test_cli_credentials_from_profiles_and_the_admin_file(remote, server, tmp_pa
     assert instance_id in listed_ids(as_admin)
     assert remote("show", instance_id, "--json", account="bob").exit_code == 1
     assert remote("terminate", instance_id, COMPUTED_VAR_DIR=str(var)).exit_code == 0
+
+
+# -- issue 17, finding 9: the database URL's password is never printed -------------------------
+
+def test_shown_url_masks_the_password():
+    from computed.store.engine import shown_url
+    assert shown_url("postgresql+psycopg://computed:hunter2@db.example.org/computed") == \
+        "postgresql+psycopg://computed:***@db.example.org/computed"
+    assert shown_url("sqlite:////var/lib/computed/computed.db") == "sqlite:////var/lib/computed/computed.db"
+    assert "hunter2" not in shown_url("postgresql://u:hunter2@[bad")
+
+
+def test_serve_masks_the_database_password(run, monkeypatch, new_postgres_database, caplog):
+    from sqlalchemy import make_url
+    served = []
+    monkeypatch.setattr(waitress, "serve", lambda app, **kwargs: served.append(kwargs))
+    # the throwaway server trusts loopback: any password is accepted, and must not be shown
+    url = make_url(new_postgres_database()).set(password="hunter2-secret").render_as_string(hide_password=False)
+    result = run("serve", "--port", "18080", COMPUTED_LIBVIRT_URI="test:///default", COMPUTED_DATABASE_URL=url)
+    assert result.exit_code == 0, result.output
+    assert len(served) == 1
+    assert "hunter2-secret" not in result.output and "hunter2-secret" not in caplog.text
+    assert ":***@127.0.0.1" in result.stderr
+
+
+def test_a_database_url_that_does_not_parse_is_not_quoted():
+    from sqlalchemy.exc import ArgumentError
+    from computed.store.engine import make_engine
+    with pytest.raises(ArgumentError) as info:
+        make_engine("postgresql+psycopg//computed:hunter2-secret@db/computed")
+    assert "hunter2-secret" not in str(info.value)

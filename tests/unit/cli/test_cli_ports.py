@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.unit.conftest import find_free_ports
+from computed.hosts.addresses import port_is_free
 from tests.unit.cli.test_cli_hosts import run, server  # noqa: F401 (fixtures)
 
 
@@ -21,8 +21,8 @@ def ports(run, instance_id: str) -> list[dict]:  # noqa: F811
 
 
 def test_launch_with_ports_then_add_list_remove(run, server):  # noqa: F811
-    low, high = server[1].settings.ssh_ports
-    host_port = next(p for p in iter(lambda: find_free_ports(1)[0], None) if not low <= p <= high)
+    low, high = server[1].settings.forward_ports  # a named host port is one of the forward range
+    host_port = next(p for p in range(high, low - 1, -1) if port_is_free("127.0.0.1", p))
     instance_id = launched(run("launch", "--size", "t3.micro", "--port", f"{host_port}:80", "--port", "443",
                                "--no-wait", who="user"))
     _, service, _ = server

@@ -4,6 +4,8 @@ remains."""
 
 from __future__ import annotations
 
+import re
+
 import libvirt
 import pytest
 
@@ -19,11 +21,21 @@ def launch_and_wait(client, wait, **body) -> dict:
     return {i["id"]: client.get(f"/v1/instances/{i['id']}").get_json() for i in instances}
 
 
+def detail_of(service, instance_id: str) -> dict:
+    """The state reason as an admin sees it, the detail in its message."""
+    from computed.store.models import Instance
+    with service.db.reading() as s:
+        inst = s.get(Instance, instance_id)
+    return {"code": inst.state_reason_code, "message": f"{inst.state_reason_message}: {inst.state_reason_detail}"}
+
+
 def assert_rolled_back(got: dict, service, settings, our_domains) -> None:
     assert got["state"] == {"name": "terminated", "code": 48}
     reason = got["state_reason"]
     assert reason["code"].startswith(("Server.", "Client.")), reason
-    assert reason["message"].startswith("launch failed: ") and len(reason["message"]) > len("launch failed: ")
+    # the failure's own words are an admin's (issue 17): the tenant gets an error id
+    assert re.fullmatch(r"the launch failed \(error id e-[0-9a-f]{8}\)", reason["message"]), reason
+    got["state_reason"] = detail_of(service, got["id"])
     assert got["ssh"]["port"] is None
     assert not (settings.instances_dir / got["id"]).exists()
     assert f"computed-{got['id']}" not in our_domains()
@@ -125,7 +137,7 @@ def test_a_failing_undo_step_still_ends_the_launch(client, wait, service, settin
     monkeypatch.setattr(LibvirtDriver, "undefine", broken_undefine)
     (got,) = launch_and_wait(client, wait).values()
     assert got["state"]["name"] == "terminated"
-    assert "start refused" in got["state_reason"]["message"]
+    assert "start refused" in detail_of(service, got["id"])["message"]
     assert not (settings.instances_dir / got["id"]).exists()
     monkeypatch.undo()  # let the fixture's teardown remove the domain the broken undo left
 

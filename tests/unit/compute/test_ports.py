@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from computed.store.models import Instance, PortForward
 from computed.compute.ports import MAX_PORTS
+from computed.hosts.addresses import port_is_free
 
 
 @pytest.fixture
@@ -51,13 +52,16 @@ def defined(service, monkeypatch):
 
 
 @pytest.fixture
-def free_port(free_ports, settings):
-    """A port free now, outside the SSH and the forward range."""
+def free_port(settings):
+    """A port of the forward range free now, from its top down (a port the service picks
+    itself comes from the bottom up)."""
+    low, high = settings.forward_ports
+    given = set()
+
     def one() -> int:
-        while True:
-            port = free_ports(1)[0]
-            if not any(low <= port <= high for low, high in (settings.ssh_ports, settings.forward_ports)):
-                return port
+        port = next(p for p in range(high, low - 1, -1) if p not in given and port_is_free("127.0.0.1", p))
+        given.add(port)
+        return port
     return one
 
 
@@ -143,7 +147,6 @@ BAD_PORTS = {
     "guest port true": ([{"guest_port": True}], None),
     "udp": ([{"guest_port": 53, "protocol": "udp"}], "tcp"),
     "a guest port twice": ([{"guest_port": 80}, {"guest_port": 80}], "twice"),
-    "a host port twice": ([{"guest_port": 80, "host_port": 18080}, {"guest_port": 81, "host_port": 18080}], "twice"),
     "too many": ([{"guest_port": p} for p in range(1, MAX_PORTS + 2)], None),
     "not a list": ({"guest_port": 80}, None),
     "a string": (["8080:80"], None),
@@ -153,7 +156,16 @@ BAD_PORTS = {
 
 def test_bad_ports_at_launch(client, settings, expect_error, case, nothing_launched):
     low, _ = settings.ssh_ports
-    cases = dict(BAD_PORTS) | {"SSH range": ([{"guest_port": 80, "host_port": low}], "SSH")}
+    forward_low, forward_high = settings.forward_ports
+    outside = f"outside the service's forward range {forward_low}-{forward_high}"
+    cases = dict(BAD_PORTS) | {
+        "SSH range": ([{"guest_port": 80, "host_port": low}], "SSH"),
+        "a host port twice": ([{"guest_port": 80, "host_port": forward_high},
+                               {"guest_port": 81, "host_port": forward_high}], "twice"),
+        # another service's port on the host: PostgreSQL, the metrics' Prometheus, libvirt's TCP, the API
+        **{f"host port {port}": ([{"guest_port": 80, "host_port": port}], outside)
+           for port in (5432, 9090, 16509, settings.api_port, forward_low - 1, forward_high + 1)},
+    }
     for label, (ports, words) in cases.items():
         with case(label):
             message = expect_error(client.post("/v1/instances", json={"size": "t3.micro", "ports": ports}), 400)

@@ -93,9 +93,9 @@ class Cluster:
         return response.get_json()["instances"]
 
     def host_of(self, instance: dict) -> str:
-        """The fake host an instance (as the API shows it) is on, by its URI."""
-        [name] = [h.name for h in self.hosts.values() if h.uri == instance["host"]]
-        return name
+        """The fake host an instance (as the API shows it) is on: its name, as a non-admin sees it."""
+        assert instance["host"] == instance["placement"]["host"] in self.hosts, instance
+        return instance["host"]
 
     def get(self, iid: str) -> dict:
         response = self.client.get(f"/v1/instances/{iid}")

@@ -234,7 +234,8 @@ def test_instances_show_their_placement(admin, client, node_uri, launch, wait, s
     service.hosts.check()
     here = launch()["instances"][0]
     assert here["placement"] == {"host": "local", "availability_zone": "computed-1a", "host_reachable": True}
-    assert here["host"] == "test:///default"  # the libvirt URI, as before
+    assert here["host"] == "local"  # a non-admin sees the host's name, an admin its libvirt URI (issue 17)
+    assert admin.get(f"/v1/instances/{here['id']}").get_json()["host"] == "test:///default"
     admin.post("/v1/hosts/local/disable")
     there = launch(count=2)["instances"]
     assert [i["placement"]["host"] for i in there] == ["node-2", "node-2"]

@@ -10,6 +10,7 @@ import threading
 import pytest
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import exc, inspect, select, text
 from sqlalchemy.orm import Session
 
@@ -19,7 +20,10 @@ from computed.store.models import Instance, KeyPair, Tag, UtcDateTime
 EXPECTED_TABLES = {"accounts", "access_keys", "alembic_version", "budgets", "budget_events", "console_sessions", "hosts", "host_images", "management_keys", "service_processes", "instances", "key_pairs", "port_forwards", "tags", "usage_events"}
 
 
-HEAD = max(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9]*.py"))
+_SCRIPTS = Config()
+_SCRIPTS.set_main_option("script_location", str(MIGRATIONS))
+#: the newest revision (Alembic's head)
+HEAD = ScriptDirectory.from_config(_SCRIPTS).get_current_head()
 
 
 def raw(path, sql):
@@ -299,3 +303,34 @@ def test_access_key_status_and_last_use_up_and_down(store_url):
     migrate(command.upgrade, "head")
     assert {"status", "last_used_at", "last_used_service"} <= columns()
     engine.dispose()
+
+
+def test_old_failure_reasons_are_split_into_message_and_detail(store_url):
+    """0012: a reason written before, with an error's words in its message, keeps them
+    as the admin's detail; tenants get a generic message. A boot failure's stays as it was."""
+    engine = make_engine(store_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0011")
+    raw = "launch failed: creating the instance's disk failed: qemu-img: /srv/i-0/disk.qcow2: Permission denied"
+    boot = "launch failed: no SSH login within 600 s of the first boot"
+    rows = {"i-0": ("Server.InternalError", raw), "i-1": ("Server.BootFailure", boot),
+            "i-2": ("Client.UserInitiatedShutdown", "User initiated shutdown")}
+    now = dt.datetime.now(dt.UTC)
+    with engine.begin() as conn:
+        columns = {c["name"] for c in inspect(conn).get_columns("instances")}
+        for iid, (code, message) in rows.items():
+            values = instance_values(id=iid, state="terminated", state_reason_code=code, state_reason_message=message,
+                                     state_changed_at=now, launch_time=now, ready_ssh=False, ready_engine=False)
+            conn.execute(Instance.__table__.insert().values({k: v for k, v in values.items() if k in columns}))
+    engine.dispose()
+    db = Database(store_url)
+    try:
+        with db.reading() as s:
+            got = {i.id: (i.state_reason_message, i.state_reason_detail) for i in s.scalars(select(Instance))}
+        assert got == {"i-0": ("the launch failed (an admin sees the detail)", raw), "i-1": (boot, None),
+                       "i-2": ("User initiated shutdown", None)}
+    finally:
+        db.dispose()
