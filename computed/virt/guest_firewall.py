@@ -98,51 +98,52 @@ def _element(network: Network) -> str | dict:
     return {"prefix": {"addr": str(network.network_address), "len": network.prefixlen}}
 
 
-def _rule(chain: str, *expr: dict) -> dict:
-    return {"rule": {"family": FAMILY, "table": TABLE, "chain": chain, "expr": list(expr)}}
+def _rule(table: str, chain: str, *expr: dict) -> dict:
+    return {"rule": {"family": FAMILY, "table": table, "chain": chain, "expr": list(expr)}}
 
 
 def _match(left: dict, right, op: str = "==") -> dict:
     return {"match": {"op": op, "left": left, "right": right}}
 
 
-def ruleset(uid: int, forbidden: Iterable[Network]) -> list[dict]:
+def ruleset(uid: int, forbidden: Iterable[Network], table: str = TABLE) -> list[dict]:
     """The table's sets, chains and rules (nft JSON objects, as ``nft -j list table`` shows
     them): QEMU's sockets (owned by UID) may send replies of what they have, and packets of
     TCP connections the host opened to them (the forwards); their new connections are
     refused to the host's own addresses, to the always-forbidden ranges and to FORBIDDEN
-    (IPv4 and IPv6), and let through elsewhere. Nothing else is matched."""
+    (IPv4 and IPv6), and let through elsewhere. Nothing else is matched. TABLE: its name
+    (another one only for tests)."""
     v4, v6 = forbidden_sets(forbidden)
     counter = {"counter": {"packets": 0, "bytes": 0}}
     return [
-        {"table": {"family": FAMILY, "name": TABLE}},
-        *({"set": {"family": FAMILY, "name": name, "table": TABLE, "type": kind, "flags": ["interval"],
+        {"table": {"family": FAMILY, "name": table}},
+        *({"set": {"family": FAMILY, "name": name, "table": table, "type": kind, "flags": ["interval"],
                    "elem": [_element(n) for n in networks]}}
           for name, kind, networks in (("forbidden4", "ipv4_addr", v4), ("forbidden6", "ipv6_addr", v6))),
-        {"chain": {"family": FAMILY, "table": TABLE, "name": "output", "type": "filter", "hook": "output",
+        {"chain": {"family": FAMILY, "table": table, "name": "output", "type": "filter", "hook": "output",
                    "prio": 0, "policy": "accept"}},
-        {"chain": {"family": FAMILY, "table": TABLE, "name": "guests"}},
-        _rule("output", _match({"meta": {"key": "skuid"}}, uid), {"jump": {"target": "guests"}}),
-        _rule("guests", _match({"ct": {"key": "state"}}, ["established", "related"], "in"), {"accept": None}),
+        {"chain": {"family": FAMILY, "table": table, "name": "guests"}},
+        _rule(table, "output", _match({"meta": {"key": "skuid"}}, uid), {"jump": {"target": "guests"}}),
+        _rule(table, "guests", _match({"ct": {"key": "state"}}, ["established", "related"], "in"), {"accept": None}),
         # A TCP packet that opens no connection belongs to one that is open: QEMU's side of
         # a forward the host dialled (SSH, the user's ports), even one opened before this
         # table was (conntrack then sees it first mid-stream, as new). QEMU's kernel opens
         # every connection with a SYN, so none opens past the rules below.
-        _rule("guests", _match({"&": [{"payload": {"protocol": "tcp", "field": "flags"}}, ["syn", "ack"]]}, "syn",
+        _rule(table, "guests", _match({"&": [{"payload": {"protocol": "tcp", "field": "flags"}}, ["syn", "ack"]]}, "syn",
                                "!="), {"accept": None}),
-        _rule("guests", _match({"fib": {"result": "type", "flags": ["daddr"]}}, {"set": HOST_ADDRESS_TYPES}),
+        _rule(table, "guests", _match({"fib": {"result": "type", "flags": ["daddr"]}}, {"set": HOST_ADDRESS_TYPES}),
               copy.deepcopy(counter), REJECT),
-        *(_rule("guests", _match({"payload": {"protocol": proto, "field": "daddr"}}, f"@{name}"),
+        *(_rule(table, "guests", _match({"payload": {"protocol": proto, "field": "daddr"}}, f"@{name}"),
                 copy.deepcopy(counter), REJECT)
           for proto, name in (("ip", "forbidden4"), ("ip6", "forbidden6"))),
     ]
 
 
-def install_batch(objects: list[dict]) -> dict:
-    """One nftables transaction that puts OBJECTS in place of whatever the table held (it
-    is made first, so that deleting it cannot fail)."""
-    table = {"table": {"family": FAMILY, "name": TABLE}}
-    return {"nftables": [{"add": table}, {"delete": table}, *({"add": obj} for obj in objects)]}
+def install_batch(objects: list[dict], table: str = TABLE) -> dict:
+    """One nftables transaction that puts OBJECTS (the table first) in place of whatever the
+    table TABLE held (it is made first, so that deleting it cannot fail)."""
+    empty = {"table": {"family": FAMILY, "name": table}}
+    return {"nftables": [{"add": empty}, {"delete": empty}, *({"add": obj} for obj in objects)]}
 
 
 def normalized(listing: list[dict]) -> list[dict]:
@@ -174,40 +175,42 @@ def nft(args: list[str], stdin: str | None = None) -> subprocess.CompletedProces
 
 
 class GuestFirewall:
-    """The guest firewall of this machine for SETTINGS' forbidden ranges."""
+    """The guest firewall of this machine for SETTINGS' forbidden ranges. RUN runs nft; USER
+    names the user QEMU runs as; TABLE is the table's name (another one only for tests)."""
 
     def __init__(self, settings: Settings, run: Callable[..., subprocess.CompletedProcess] = nft,
-                 user: Callable[[], str] = qemu_user):
+                 user: Callable[[], str] = qemu_user, table: str = TABLE):
         self.forbidden = settings.guest_forbidden_ranges
+        self.table = table
         self._run = run
         self._user = user
         self._lock = threading.Lock()
 
     def expected(self) -> list[dict]:
-        return ruleset(qemu_uid(self._user()), self.forbidden)
+        return ruleset(qemu_uid(self._user()), self.forbidden, self.table)
 
     def installed(self) -> list[dict] | None:
         """The table as the kernel has it (normalized), or None if there is none."""
-        done = self._run(["-j", "list", "table", FAMILY, TABLE])
+        done = self._run(["-j", "list", "table", FAMILY, self.table])
         if done.returncode != 0:
             if "No such file or directory" in done.stderr:
                 return None
-            raise GuestFirewallError(f"nft cannot list the table {FAMILY} {TABLE}: {done.stderr.strip()}")
+            raise GuestFirewallError(f"nft cannot list the table {FAMILY} {self.table}: {done.stderr.strip()}")
         try:
             return normalized(json.loads(done.stdout)["nftables"])
         except (ValueError, KeyError, TypeError, AttributeError):
-            raise GuestFirewallError(f"nft listed the table {FAMILY} {TABLE} in a form this service cannot "
+            raise GuestFirewallError(f"nft listed the table {FAMILY} {self.table} in a form this service cannot "
                                      "read") from None
 
     def problem(self) -> str | None:
         """What is wrong with the installed table, or None if it is as it should be."""
         have, want = self.installed(), normalized(self.expected())
         if have is None:
-            return f"the table {FAMILY} {TABLE} is missing"
+            return f"the table {FAMILY} {self.table} is missing"
         if have != want:
             extra = [o for o in have if o not in want]
             missing = [o for o in want if o not in have]
-            return (f"the table {FAMILY} {TABLE} differs from the service's rules: missing {json.dumps(missing)}; "
+            return (f"the table {FAMILY} {self.table} differs from the service's rules: missing {json.dumps(missing)}; "
                     f"not the service's {json.dumps(extra)}")
         return None
 
@@ -219,7 +222,7 @@ class GuestFirewall:
             if before is None:
                 return
             log.info("installing the guest firewall: %s", before)
-            done = self._run(["-j", "-f", "-"], json.dumps(install_batch(self.expected())))
+            done = self._run(["-j", "-f", "-"], json.dumps(install_batch(self.expected(), self.table)))
             if done.returncode != 0:
                 raise GuestFirewallError(f"the guest firewall cannot be installed (nft: {done.stderr.strip()}); "
                                          "guests with outbound network are not started without it")
@@ -227,3 +230,12 @@ class GuestFirewall:
             if after is not None:
                 raise GuestFirewallError(f"the guest firewall is not as installed ({after}); guests with outbound "
                                          "network are not started without it")
+
+    def remove(self) -> None:
+        """The table gone, if it is there (nothing else is touched)."""
+        with self._lock:
+            if self.installed() is not None:
+                done = self._run(["delete", "table", FAMILY, self.table])
+                if done.returncode != 0:
+                    raise GuestFirewallError(f"nft cannot delete the table {FAMILY} {self.table}: "
+                                             f"{done.stderr.strip()}")
