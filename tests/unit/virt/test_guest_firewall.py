@@ -22,6 +22,7 @@ import pytest
 from computed.settings import DEFAULT_GUEST_FORBIDDEN, Settings
 from computed.virt import guest_firewall
 from computed.virt.guest_firewall import GuestFirewall, GuestFirewallError, qemu_uid, qemu_user, ruleset
+from tests.fakes import FakeNft
 from tests.netns import LISTENER, PYTHON, HostListener, TestNetwork, connect_as
 
 UID = 64055
@@ -118,33 +119,6 @@ def test_the_qemu_user_is_libvirts(tmp_path):
             qemu_uid(root)
     with pytest.raises(GuestFirewallError, match="does not have"):
         qemu_uid("no-such-user-here")
-
-
-class FakeNft:
-    """nft as far as these tests need it: a table held as text, listing as nft does."""
-
-    def __init__(self, install_fails: str | None = None, lists_differently: bool = False):
-        self.table: list[dict] | None = None
-        self.install_fails = install_fails
-        self.lists_differently = lists_differently
-        self.installs = 0
-
-    def __call__(self, args, stdin=None):
-        if args[:2] == ["-j", "list"]:
-            if self.table is None:
-                return subprocess.CompletedProcess(args, 1, "", "Error: No such file or directory\n")
-            return subprocess.CompletedProcess(args, 0, json.dumps({"nftables": [{"metainfo": {}}, *self.table]}), "")
-        if args == ["-j", "-f", "-"]:
-            if self.install_fails:
-                return subprocess.CompletedProcess(args, 1, "", self.install_fails)
-            self.installs += 1
-            batch = json.loads(stdin)["nftables"]
-            assert [next(iter(c)) for c in batch[:2]] == ["add", "delete"]
-            self.table = [c["add"] for c in batch[2:]]
-            if self.lists_differently:
-                self.table = self.table[:-1]
-            return subprocess.CompletedProcess(args, 0, "", "")
-        raise AssertionError(args)
 
 
 def test_ensure_installs_once_and_refuses_what_it_cannot_install(tmp_path):
