@@ -4,6 +4,8 @@ pairs, sizes, instances, budgets, the background worker and the housekeeping loo
 
 from __future__ import annotations
 
+import logging
+
 from images.library import ImageLibrary
 
 from computed.accounts.access_keys import AccessKeys
@@ -20,6 +22,7 @@ from computed.hosts.registry import Hosts
 from computed.compute.instances import Instances
 from computed.compute.keypairs import KeyPairs
 from computed.virt.driver import HostDriver
+from computed.virt.guest_firewall import GuestFirewall, GuestFirewallError
 from .housekeeping import Housekeeping
 from computed.compute.lifecycle import Lifecycle
 from computed.compute.state import CRASHED, DESTROYED_OUTSIDE, SELF_SHUTDOWN
@@ -35,6 +38,8 @@ from computed.compute.sizes import SizeCatalog
 from computed.compute.view import InstanceViews
 from computed.metrics.store import StoreCollector
 from computed.compute.worker import Worker
+
+log = logging.getLogger(__name__)
 
 
 class Service:
@@ -56,7 +61,14 @@ class Service:
                            on_libvirt_error=self.metrics.libvirt_error)
         self.hosts.ensure_default()
         self.management_keys = ManagementKeys(settings.var_dir / "management", self.db, self.clock)
-        self.provisioner = Provisioner(settings, self.hosts, self.management_keys, Faults(settings.fault_points))
+        self.firewall = GuestFirewall(settings)
+        if settings.guest_outbound:
+            try:
+                self.firewall.ensure()
+            except GuestFirewallError as e:  # the service still serves; guests are not started until it is fixed
+                log.error("guest outbound network is on, but %s", e)
+        self.provisioner = Provisioner(settings, self.hosts, self.management_keys, Faults(settings.fault_points),
+                                       self.firewall)
         self.worker = Worker(settings.workers)
         self.processes = Processes(self.db)
         self.lifecycle = Lifecycle(settings, self.db, self.provisioner, self.worker, self.clock, self.processes,

@@ -9,6 +9,7 @@ the README's settings table lists the same.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -95,6 +96,31 @@ def _flag(value) -> bool:
     return words[value.strip().lower()]
 
 
+#: what guests may not reach when they may open connections out ([network] guest_outbound): the
+#: private ranges (RFC 1918, carrier-grade NAT, IPv6 unique local) and loopback
+DEFAULT_GUEST_FORBIDDEN = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8",
+                           "fc00::/7", "::1/128")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(value) -> tuple[Network, ...]:
+    """Address ranges: a TOML list of CIDR strings, or (also in the environment) one string
+    with them separated by commas; none at all is allowed."""
+    parts = value if isinstance(value, list) else str(value).split(",")
+    networks = []
+    for part in parts:
+        if not isinstance(part, str):
+            raise ValueError("must be address ranges such as 10.0.0.0/8, fc00::/7")
+        if part.strip():
+            try:
+                networks.append(ipaddress.ip_network(part.strip()))
+            except ValueError:
+                raise ValueError(f"has {part.strip()!r}, not an address range such as 10.0.0.0/8 "
+                                 "(host bits must be zero)") from None
+    return tuple(networks)
+
+
 @dataclass(frozen=True)
 class Setting:
     attr: str
@@ -119,6 +145,9 @@ SETTINGS = (
     Setting("ssh_host", "network", "ssh_host", "COMPUTED_SSH_HOST", "127.0.0.1"),
     Setting("ssh_ports", "network", "ssh_ports", "COMPUTED_SSH_PORTS", (42200, 42999), _port_range),
     Setting("forward_ports", "network", "forward_ports", "COMPUTED_FORWARD_PORTS", (43000, 43999), _port_range),
+    Setting("guest_outbound", "network", "guest_outbound", "COMPUTED_GUEST_OUTBOUND", False, _flag),
+    Setting("guest_forbidden_ranges", "network", "guest_forbidden_ranges", "COMPUTED_GUEST_FORBIDDEN_RANGES",
+            _networks(",".join(DEFAULT_GUEST_FORBIDDEN)), _networks),
     Setting("instances_dir", "instances", "dir", "COMPUTED_INSTANCES_DIR", lambda var: var / "instances", Path),
     Setting("terminated_retention", "instances", "terminated_retention_seconds",
             "COMPUTED_TERMINATED_RETENTION", 3600, _positive),
@@ -183,6 +212,12 @@ class Settings:
     ssh_ports: tuple[int, int] = (42200, 42999)
     #: where a forwarded guest port gets its host port when the user names none
     forward_ports: tuple[int, int] = (43000, 43999)
+    #: guests may open connections out of the host (through the guest firewall the service
+    #: installs); else their network is restricted to the forwards and the service's own
+    guest_outbound: bool = False
+    #: with guest_outbound, what guests may not reach besides the host's own, link-local and
+    #: multicast addresses (which they never reach)
+    guest_forbidden_ranges: tuple[Network, ...] = _networks(",".join(DEFAULT_GUEST_FORBIDDEN))
     #: per-instance disks, seeds and console logs
     instances_dir: Path = Path()
     #: how long a terminated instance stays visible, in seconds
@@ -251,7 +286,8 @@ class Settings:
                 default = s.default(var_dir) if callable(s.default) else s.default
                 values[s.attr] = default
                 continue
-            if (isinstance(raw, (dict, list)) or isinstance(raw, bool) and s.parse is not _flag
+            if (isinstance(raw, dict) or isinstance(raw, list) and s.parse is not _networks
+                    or isinstance(raw, bool) and s.parse is not _flag
                     or s.parse in (str, Path) and not isinstance(raw, str)):
                 raise SettingsError(f"{where} must be a string")
             try:

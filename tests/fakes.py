@@ -1,10 +1,12 @@
 """Fake image builds: complete and checksummed, as a real build leaves them, made in a
 moment. ``publish_with_disk`` gives one a real (tiny, empty) qcow2 disk, so that launching
-on libvirt's test driver can layer an instance disk on it with ``qemu-img``."""
+on libvirt's test driver can layer an instance disk on it with ``qemu-img``. And nft in
+memory for the guest firewall (``FakeNft``)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from pathlib import Path
 
@@ -52,3 +54,32 @@ def publish_with_disk(store: ImageLibrary, name: str = DEFAULT_IMAGE) -> ImageBu
         manifest.artifacts["disk"] = describe_artifact(staging / "disk.qcow2", virtual_size=64 << 20)
         manifest.write(staging)
         return store.publish(staging)
+
+
+class FakeNft:
+    """nft as far as the guest firewall's tests need it, in memory: it lists the table as it
+    was installed (or one object short: LISTS_DIFFERENTLY), or refuses installs (INSTALL_FAILS:
+    nft's words)."""
+
+    def __init__(self, install_fails: str | None = None, lists_differently: bool = False):
+        self.table: list[dict] | None = None
+        self.install_fails = install_fails
+        self.lists_differently = lists_differently
+        self.installs = 0
+
+    def __call__(self, args, stdin=None):
+        if args[:2] == ["-j", "list"]:
+            if self.table is None:
+                return subprocess.CompletedProcess(args, 1, "", "Error: No such file or directory\n")
+            return subprocess.CompletedProcess(args, 0, json.dumps({"nftables": [{"metainfo": {}}, *self.table]}), "")
+        if args == ["-j", "-f", "-"]:
+            if self.install_fails:
+                return subprocess.CompletedProcess(args, 1, "", self.install_fails)
+            self.installs += 1
+            batch = json.loads(stdin)["nftables"]
+            assert [next(iter(c)) for c in batch[:2]] == ["add", "delete"]
+            self.table = [c["add"] for c in batch[2:]]
+            if self.lists_differently:
+                self.table = self.table[:-1]
+            return subprocess.CompletedProcess(args, 0, "", "")
+        raise AssertionError(args)

@@ -261,7 +261,7 @@ class Ports:
         if old is None:
             raise IncorrectInstanceState(f"the instance {inst.id} has no domain on its host")
         after = forwards(inst)
-        driver.define(domain_xml.with_forwards(old, inst.ssh_host, inst.ssh_port, after))
+        driver.define(domain_xml.with_forwards(old, inst.ssh_host, inst.ssh_port, after, self.provisioner.outbound))
         if inst.state != State.RUNNING or driver.state(inst.domain_name) != "running":
             return
         done: list[str] = []

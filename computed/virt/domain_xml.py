@@ -37,6 +37,8 @@ class DomainSpec:
     ssh_port: int
     #: more guest TCP ports forwarded: (host address, host port, guest port)
     forwards: tuple[tuple[str, int, int], ...] = ()
+    #: the guest may open connections out (the host's guest firewall judges them); else restrict=on
+    outbound: bool = False
     #: instance id, owner, size, image...: shown in <metadata>
     metadata: dict[str, str] = field(default_factory=dict)
 
@@ -108,7 +110,7 @@ def build(spec: DomainSpec) -> str:
     # host's address: libvirt 9.0 has no element for hostfwd, so the NIC goes on QEMU's own
     # command line.
     cmd = ET.SubElement(dom, f"{{{QEMU_NS}}}commandline")
-    for arg in ("-netdev", user_netdev(spec.ssh_host, spec.ssh_port, spec.forwards),
+    for arg in ("-netdev", user_netdev(spec.ssh_host, spec.ssh_port, spec.forwards, spec.outbound),
                 "-device", f"virtio-net-pci,netdev={NETDEV},bus=pci.0,addr={USER_NET_PCI_ADDR}"):
         ET.SubElement(cmd, f"{{{QEMU_NS}}}arg", {"value": arg})
     ET.indent(dom)
@@ -120,22 +122,73 @@ def hostfwd(address: str, host_port: int, guest_port: int) -> str:
     return f"tcp:{address}:{int(host_port)}-:{int(guest_port)}"
 
 
-def user_netdev(ssh_host: str, ssh_port: int, forwards: tuple[tuple[str, int, int], ...] = ()) -> str:
-    """The -netdev value: user-mode networking forwarding SSH, then FORWARDS."""
-    rules = [hostfwd(ssh_host, ssh_port, 22), *(hostfwd(*f) for f in forwards)]
-    return ",".join([f"user,id={NETDEV}", *(f"hostfwd={r}" for r in rules)])
+#: what the service itself offers guests on the user network, as QEMU ``guestfwd`` values
+#: (``tcp:10.0.2.100:80-cmd:...``): the only connections a restricted guest can open. None
+#: yet; the metadata service (issue 19) goes here.
+GUEST_SERVICES: tuple[str, ...] = ()
 
 
-def with_forwards(xml: str, ssh_host: str, ssh_port: int, forwards: tuple[tuple[str, int, int], ...]) -> str:
-    """A domain's XML (ours, as libvirt gives it back) with its user-mode NIC forwarding
-    SSH and FORWARDS instead of what it forwarded before; ValueError if it has none."""
+def netdev_options(ssh_host: str, ssh_port: int, forwards: tuple[tuple[str, int, int], ...] = (),
+                   outbound: bool = False, guest_services: tuple[str, ...] = GUEST_SERVICES
+                   ) -> list[tuple[str, str]]:
+    """The options of the instance's ``-netdev user``, in order, as (key, value) pairs.
+
+    Without OUTBOUND the network is restricted: QEMU routes nothing the guest sends to the
+    host or beyond (without it, the gateway 10.0.2.2 and fec0::2 are the host's loopback,
+    where the API, every instance's SSH and forwarded ports and any local database
+    listen). The host still reaches the guest through the forwards (SSH, then FORWARDS),
+    and the guest reaches only GUEST_SERVICES. With OUTBOUND, QEMU connects wherever the
+    guest dials, and the host's guest firewall (``guest_firewall``) refuses the host's own
+    and the forbidden addresses."""
+    options = [("id", NETDEV)]
+    if not outbound:
+        options.append(("restrict", "on"))
+    options += [("hostfwd", hostfwd(*rule)) for rule in ((ssh_host, ssh_port, 22), *forwards)]
+    options += [("guestfwd", service) for service in guest_services]
+    return options
+
+
+def netdev_value(options: list[tuple[str, str]]) -> str:
+    """OPTIONS as QEMU's -netdev value: ``user,key=value,...``, a comma inside a value doubled
+    (QEMU's escape), so no value can add an option of its own."""
+    for key, _ in options:
+        if not key.isidentifier():
+            raise ValueError(f"not a netdev option name: {key!r}")
+    return ",".join(["user", *(f"{key}={value.replace(',', ',,')}" for key, value in options)])
+
+
+def user_netdev(ssh_host: str, ssh_port: int, forwards: tuple[tuple[str, int, int], ...] = (),
+                outbound: bool = False) -> str:
+    """The -netdev value: user-mode networking (restricted unless OUTBOUND) forwarding SSH,
+    then FORWARDS."""
+    return netdev_value(netdev_options(ssh_host, ssh_port, forwards, outbound))
+
+
+def with_forwards(xml: str, ssh_host: str, ssh_port: int, forwards: tuple[tuple[str, int, int], ...],
+                  outbound: bool = False) -> str:
+    """A domain's XML (ours, as libvirt gives it back) with its user-mode NIC made anew:
+    forwarding SSH and FORWARDS, restricted unless OUTBOUND, whatever it had before (a
+    domain defined before restrict=on gets it); ValueError if it has none."""
     root = ET.fromstring(xml)
+    arg = _netdev_arg(root)
+    if arg is None:
+        raise ValueError("the domain has no user-mode network of ours")
+    arg.set("value", user_netdev(ssh_host, ssh_port, forwards, outbound))
+    return ET.tostring(root, encoding="unicode")
+
+
+def netdev_of(xml: str) -> str | None:
+    """The -netdev value of our user-mode NIC in a domain's XML, or None."""
+    arg = _netdev_arg(ET.fromstring(xml))
+    return None if arg is None else arg.get("value")
+
+
+def _netdev_arg(root: ET.Element) -> ET.Element | None:
     args = root.findall(f"{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}arg")
     for flag, value in itertools.pairwise(args):
         if flag.get("value") == "-netdev" and value.get("value", "").startswith(f"user,id={NETDEV},"):
-            value.set("value", user_netdev(ssh_host, ssh_port, forwards))
-            return ET.tostring(root, encoding="unicode")
-    raise ValueError("the domain has no user-mode network of ours")
+            return value
+    return None
 
 
 def build_probe(spec: DomainSpec) -> str:

@@ -19,9 +19,10 @@ from images.library import ImageBuild
 
 from . import cloudinit, domain_xml, ssh
 from computed.compute.faults import Faults
-from computed.hosts.registry import DEFAULT_HOST, Hosts
+from computed.hosts.registry import DEFAULT_HOST, Hosts, is_local
 from .driver import Capabilities, HostDriver
 from .errors import LaunchError
+from .guest_firewall import GuestFirewall, GuestFirewallError
 from .management_key import Key, ManagementKeys, authorized_line
 from computed.store.identity import store_id
 from computed.store.models import Instance
@@ -50,11 +51,13 @@ class Undo:
 
 
 class Provisioner:
-    def __init__(self, settings: Settings, hosts: Hosts, keys: ManagementKeys, faults: Faults | None = None):
+    def __init__(self, settings: Settings, hosts: Hosts, keys: ManagementKeys, faults: Faults | None = None,
+                 firewall: GuestFirewall | None = None):
         self.settings = settings
         self.hosts = hosts
         self.keys = keys
         self.faults = faults or Faults()
+        self.firewall = firewall or GuestFirewall(settings)
         self.store = store_id(settings.database_url)
         self.shared = SharedStorage(settings.instances_dir)
 
@@ -104,6 +107,7 @@ class Provisioner:
 
     def create(self, inst: Instance, undo: Undo) -> None:
         """Disk, seed, domain for INST on its host; then start it. Each step registers its undo."""
+        self.check_network(inst)
         image = self.image_of(inst)
         driver = self.driver_of(inst)
         management = self.keys.current(inst.host)
@@ -128,7 +132,7 @@ class Provisioner:
             name=inst.domain_name, domain_type=domain_type, vcpus=inst.vcpus, memory_mib=inst.memory_mib,
             kernel=paths.kernel, initrd=paths.initrd, cmdline=image.manifest.kernel_cmdline, disk=paths.disk,
             seed=paths.seed, console_log=paths.console, ssh_host=inst.ssh_host, ssh_port=inst.ssh_port,
-            forwards=forwards(inst),
+            forwards=forwards(inst), outbound=self.outbound,
             metadata={"id": inst.id, "store": self.store, "owner": inst.owner, "size": inst.size, "image": inst.image,
                       "image-version": inst.image_version, "reservation": inst.reservation_id,
                       "host": inst.host or ""})
@@ -138,10 +142,48 @@ class Provisioner:
         driver.start(inst.domain_name)
         self.faults.point("launch.started")
 
+    # -- network -----------------------------------------------------------------------
+
+    @property
+    def outbound(self) -> bool:
+        """Whether guests may open connections out of their host (else: restricted)."""
+        return self.settings.guest_outbound
+
+    def check_network(self, inst: Instance) -> None:
+        """Before INST's guest starts: with guest outbound on, the guest firewall of its host
+        in place (installed if missing); LaunchError saying why not otherwise."""
+        if not self.outbound:
+            return
+        if not is_local(inst.host_uri):
+            raise LaunchError(f"guest outbound network is on, but the service installs the guest firewall on its "
+                              f"own machine only, not on the host {inst.host}: guests there are not started")
+        try:
+            self.firewall.ensure()
+        except GuestFirewallError as e:
+            raise LaunchError(f"guest outbound network is on, but {e}") from None
+
+    def renew_network(self, inst: Instance, driver: HostDriver) -> None:
+        """INST's domain definition with its user-mode network as the settings make it now
+        (restricted or not; a domain defined by an older service had no restriction)."""
+        old = driver.definition(inst.domain_name)
+        if old is None:
+            return  # the start fails on its own, saying so
+        try:
+            new = domain_xml.with_forwards(old, inst.ssh_host, inst.ssh_port, forwards(inst), self.outbound)
+        except ValueError:
+            return  # not a domain with our user-mode network
+        if domain_xml.netdev_of(new) != domain_xml.netdev_of(old):
+            log.info("%s: its network made as the settings say: %s", inst.id, domain_xml.netdev_of(new))
+            driver.define(new)
+
     # -- power -------------------------------------------------------------------------
 
     def start(self, inst: Instance) -> None:
-        self.driver_of(inst).start(inst.domain_name)
+        driver = self.driver_of(inst)
+        if driver.capabilities.port_forwards:
+            self.renew_network(inst, driver)
+        self.check_network(inst)
+        driver.start(inst.domain_name)
 
     def stop(self, inst: Instance) -> bool:
         """ACPI power-off, waiting up to the stop timeout, then pull the plug. True if the

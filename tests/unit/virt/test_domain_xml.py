@@ -186,22 +186,63 @@ def netdev_of(xml: str) -> list[str]:
 
 def test_forwarded_ports_follow_ssh_on_the_user_network():
     xml = domain_xml.build(spec(forwards=(("127.0.0.1", 8080, 80), ("127.0.0.1", 43000, 5432))))
-    assert netdev_of(xml) == ["user", "id=computed-net0", "hostfwd=tcp:127.0.0.1:42211-:22",
+    assert netdev_of(xml) == ["user", "id=computed-net0", "restrict=on", "hostfwd=tcp:127.0.0.1:42211-:22",
                               "hostfwd=tcp:127.0.0.1:8080-:80", "hostfwd=tcp:127.0.0.1:43000-:5432"]
+
+
+def test_the_user_network_is_restricted_unless_guests_have_outbound():
+    """Restricted, a guest's connections go nowhere: not to the gateway 10.0.2.2 / fec0::2,
+    which is the host's loopback (the API, every instance's SSH and forwarded ports)."""
+    assert domain_xml.netdev_options("127.0.0.1", 42211) == [
+        ("id", "computed-net0"), ("restrict", "on"), ("hostfwd", "tcp:127.0.0.1:42211-:22")]
+    assert "restrict=on" in netdev_of(domain_xml.build(spec()))
+    outbound = netdev_of(domain_xml.build(spec(outbound=True, forwards=(("127.0.0.1", 8080, 80),))))
+    assert outbound == ["user", "id=computed-net0", "hostfwd=tcp:127.0.0.1:42211-:22", "hostfwd=tcp:127.0.0.1:8080-:80"]
+    assert not any(o.startswith("restrict") for o in outbound)
+    # the service offers guests nothing yet: no guestfwd
+    assert domain_xml.GUEST_SERVICES == ()
+    assert not any(key == "guestfwd" for key, _ in domain_xml.netdev_options("127.0.0.1", 42211))
+
+
+def test_what_the_service_offers_guests_goes_after_the_forwards():
+    options = domain_xml.netdev_options("127.0.0.1", 42211, (("127.0.0.1", 8080, 80),),
+                                        guest_services=("tcp:10.0.2.100:80-cmd:/usr/bin/metadata --id i-1",))
+    assert [key for key, _ in options] == ["id", "restrict", "hostfwd", "hostfwd", "guestfwd"]
+    assert options[-1] == ("guestfwd", "tcp:10.0.2.100:80-cmd:/usr/bin/metadata --id i-1")
+
+
+def test_netdev_values_cannot_add_options():
+    """QEMU splits -netdev at single commas: one inside a value is doubled, so it stays the value's."""
+    value = domain_xml.netdev_value([("id", "n"), ("guestfwd", "tcp:10.0.2.100:80-cmd:x,restrict=off")])
+    assert value == "user,id=n,guestfwd=tcp:10.0.2.100:80-cmd:x,,restrict=off"
+    with pytest.raises(ValueError):
+        domain_xml.netdev_value([("restrict=off,x", "on")])
 
 
 def test_with_forwards_replaces_only_the_forwards():
     before = domain_xml.build(spec(forwards=(("127.0.0.1", 8080, 80),)))
     after = domain_xml.with_forwards(before, "127.0.0.1", 42211, (("127.0.0.1", 9090, 90),))
-    assert netdev_of(after) == ["user", "id=computed-net0", "hostfwd=tcp:127.0.0.1:42211-:22",
+    assert netdev_of(after) == ["user", "id=computed-net0", "restrict=on", "hostfwd=tcp:127.0.0.1:42211-:22",
                                 "hostfwd=tcp:127.0.0.1:9090-:90"]
     none = domain_xml.with_forwards(after, "127.0.0.1", 42211, ())
-    assert netdev_of(none) == ["user", "id=computed-net0", "hostfwd=tcp:127.0.0.1:42211-:22"]
+    assert netdev_of(none) == ["user", "id=computed-net0", "restrict=on", "hostfwd=tcp:127.0.0.1:42211-:22"]
     # everything else as it was
     strip = lambda xml: [e for e in ET.fromstring(xml).iter() if e.tag != f"{{{QEMU_NS}}}arg"]  # noqa: E731
     assert [(e.tag, e.attrib, e.text) for e in strip(before)] == [(e.tag, e.attrib, e.text) for e in strip(none)]
     with pytest.raises(ValueError):
         domain_xml.with_forwards(domain_xml.build_probe(spec()), "127.0.0.1", 42211, ())
+
+
+def test_with_forwards_restricts_a_domain_defined_without_it():
+    """A domain an older service defined (no restrict=on) is restricted when it is rewritten;
+    with outbound it is not."""
+    old = domain_xml.build(spec(outbound=True, forwards=(("127.0.0.1", 8080, 80),)))
+    assert "restrict=on" not in netdev_of(old)
+    renewed = domain_xml.with_forwards(old, "127.0.0.1", 42211, (("127.0.0.1", 8080, 80),))
+    assert netdev_of(renewed) == netdev_of(domain_xml.build(spec(forwards=(("127.0.0.1", 8080, 80),))))
+    assert domain_xml.netdev_of(renewed) == ",".join(netdev_of(renewed))
+    assert "restrict=on" not in netdev_of(domain_xml.with_forwards(renewed, "127.0.0.1", 42211, (), outbound=True))
+    assert domain_xml.netdev_of(domain_xml.build_probe(spec())) is None
 
 
 def test_forwards_survive_libvirtd(tmp_path, libvirtd_up):
@@ -215,7 +256,7 @@ def test_forwards_survive_libvirtd(tmp_path, libvirtd_up):
     try:
         assert "hostfwd=tcp:127.0.0.1:8080-:80" in netdev_of(host.definition(name))
         host.define(domain_xml.with_forwards(host.definition(name), "127.0.0.1", 42211, (("127.0.0.1", 9090, 90),)))
-        assert netdev_of(host.definition(name))[2:] == ["hostfwd=tcp:127.0.0.1:42211-:22",
+        assert netdev_of(host.definition(name))[2:] == ["restrict=on", "hostfwd=tcp:127.0.0.1:42211-:22",
                                                         "hostfwd=tcp:127.0.0.1:9090-:90"]
     finally:
         host.undefine(name)
