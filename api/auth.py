@@ -2,7 +2,9 @@
 its docs page; /metrics with the ``[metrics] public`` setting) carries credentials, checked
 before the view runs.
 
-- HTTP Basic: the access key id as user name, the secret as password (``curl -u``).
+- HTTP Basic: the access key id as user name, the secret as password (``curl -u``); on
+  the EC2 API for read-only actions only (``api.csrf``). No 401 asks for it
+  (``WWW-Authenticate: Basic``): a browser would cache it for other sites' pages to use.
 - AWS Signature Version 4, in the ``Authorization`` header or a presigned query string
   (boto3, the AWS CLI), for the REST and the EC2 API alike.
 - The web console's session cookie (``api.console_session``), for ``/v1`` and the console
@@ -22,7 +24,7 @@ from flask import Flask, g, request
 from computed.accounts.registry import Caller
 from computed.errors import AuthFailure
 
-from . import console_session, sigv4
+from . import console_session, csrf, sigv4
 from .service import service
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,7 @@ def authenticate() -> None:
     if sigv4.is_signed(request.headers, query):
         g.caller = _signed(query)
     elif request.authorization is not None and request.authorization.type == "basic":
+        csrf.refuse_basic_for_ec2_changes()
         g.caller = _basic()
     elif request.headers.get("Authorization", "").strip()[:6].lower() == "basic ":
         raise AuthFailure(FAILED)  # Basic credentials werkzeug cannot decode: wrong, not missing

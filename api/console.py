@@ -145,9 +145,6 @@ def _headers(response: Response) -> Response:
     if request.path == console_session.PREFIX or request.path.startswith(console_session.PREFIX + "/"):
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
-    if response.status_code == 401 and (request.headers.get(HEADER) or COOKIE in request.cookies):
-        # the console shows its own login form: no browser's Basic dialog over it
-        response.headers.pop("WWW-Authenticate", None)
     return response
 
 
