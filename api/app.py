@@ -7,6 +7,7 @@ import logging
 
 from flask import Flask
 from flask_smorest import Api
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from computed import __version__
 from computed.clock import Clock
@@ -68,5 +69,8 @@ def create_app(config: Settings | dict | None = None, service: Service | None = 
         # reconciled: the service has squared its store with libvirt and the disk since it started
         return {"status": "ok", "version": __version__, "reconciled": service.reconciled.is_set()}
 
+    hops = service.settings.trusted_proxies
+    if hops:  # believe X-Forwarded-For, -Proto and -Host from that many proxies, no more
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     logging.getLogger("computed").setLevel(logging.INFO)
     return app

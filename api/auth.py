@@ -107,9 +107,9 @@ def authenticate() -> None:
         g.caller = _basic()
     elif request.headers.get("Authorization", "").strip()[:6].lower() == "basic ":
         raise AuthFailure(FAILED)  # Basic credentials werkzeug cannot decode: wrong, not missing
-    elif ("Authorization" not in request.headers and console_session.COOKIE in request.cookies
+    elif ("Authorization" not in request.headers and console_session.cookie_name() in request.cookies
           and console_session.applies(request.path)):
-        g.caller = _session(request.cookies[console_session.COOKIE])
+        g.caller = _session(request.cookies[console_session.cookie_name()])
     else:
         raise AuthFailure(MISSING)
 
