@@ -14,7 +14,7 @@ from computed.clock import Clock
 from computed.service import Service
 from computed.settings import Settings
 
-from . import auth, billing, budgets, catalog, console, csrf, docs, ec2, errors, hosts, instances, keypairs, metrics, ports
+from . import auth, billing, budgets, catalog, console, csrf, docs, ec2, errors, hosts, instances, keypairs, metrics, ports, ratelimit
 from .schemas import ErrorResponseSchema
 
 #: the default of the api_max_body setting (the limit of a request's body)
@@ -63,6 +63,7 @@ def create_app(config: Settings | dict | None = None, service: Service | None = 
     errors.register(app)
     csrf.register(app)  # before authentication: another site's page changes nothing
     auth.register(app)
+    ratelimit.register(app)
 
     @app.get("/health")
     def health():

@@ -11,6 +11,7 @@ before the view runs.
   only, when no ``Authorization`` header is sent; a request that may change something also
   needs the console's header (CSRF). The console's page, assets and login are public.
 
+Failures are limited per source and per key id (``api.ratelimit``: 429 past the limit).
 Any failure is ``AuthFailure`` (401) with one message whatever went wrong: an unknown key,
 a wrong secret or signature, a clock skew over 15 minutes, an expired presigned URL."""
 
@@ -24,7 +25,7 @@ from flask import Flask, g, request
 from computed.accounts.registry import Caller
 from computed.errors import AuthFailure
 
-from . import console_session, csrf, sigv4
+from . import console_session, csrf, ratelimit, sigv4
 from .service import service
 
 log = logging.getLogger(__name__)
@@ -101,12 +102,15 @@ def authenticate() -> None:
         return
     query = sigv4.parse_query(request.query_string)
     if sigv4.is_signed(request.headers, query):
-        g.caller = _signed(query)
+        with ratelimit.counted(ratelimit.signed_key_id(query)):
+            g.caller = _signed(query)
     elif request.authorization is not None and request.authorization.type == "basic":
         csrf.refuse_basic_for_ec2_changes()
-        g.caller = _basic()
+        with ratelimit.counted(request.authorization.username):
+            g.caller = _basic()
     elif request.headers.get("Authorization", "").strip()[:6].lower() == "basic ":
-        raise AuthFailure(FAILED)  # Basic credentials werkzeug cannot decode: wrong, not missing
+        with ratelimit.counted(None):  # Basic credentials werkzeug cannot decode: wrong, not missing
+            raise AuthFailure(FAILED)
     elif ("Authorization" not in request.headers and console_session.cookie_name() in request.cookies
           and console_session.applies(request.path)):
         g.caller = _session(request.cookies[console_session.cookie_name()])

@@ -27,7 +27,7 @@ from werkzeug.exceptions import NotFound, UnsupportedMediaType
 from computed.accounts.registry import Caller
 from computed.errors import AuthFailure, InvalidParameterValue
 
-from . import console_session
+from . import console_session, ratelimit
 from .auth import FAILED, check_secret, current_caller
 from .console_session import (
     HEADER,
@@ -106,7 +106,8 @@ def login():
     if not isinstance(key_id, str) or not isinstance(secret, str):
         raise AuthFailure(FAILED)
     try:
-        caller = check_secret(key_id.strip(), secret)
+        with ratelimit.counted(key_id.strip()):
+            caller = check_secret(key_id.strip(), secret)
     except AuthFailure:
         log.info("refused a console login from %s", request.remote_addr)  # never the key id or secret
         raise
