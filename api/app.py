@@ -24,7 +24,8 @@ MAX_BODY = Settings.api_max_body
 #: how a caller authenticates (api.auth): either will do
 SECURITY_SCHEMES = {
     "basic": {"type": "http", "scheme": "basic",
-              "description": "an access key id as the user name and its secret as the password"},
+              "description": "an access key id as the user name and its secret as the password "
+                             "(on the EC2 API for its read-only actions only)"},
     "sigv4": {"type": "apiKey", "in": "header", "name": "Authorization",
               "description": "AWS Signature Version 4 (service 'computed' or 'ec2', the service's region), "
                              "in this header or as a presigned URL's X-Amz-* query parameters"},
