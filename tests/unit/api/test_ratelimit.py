@@ -195,3 +195,16 @@ def test_the_source_behind_a_trusted_proxy_is_its_forwarded_address(make_app, cl
                    **at("198.51.100.20"))
     limited_answer(direct.get("/v1/instances", headers={"X-Forwarded-For": "192.0.2.200"}, **at("198.51.100.20")),
                    expect_error, WINDOW)
+
+
+def test_refusals_that_check_no_secret_count_nothing(limited, expect_error):
+    """Basic on an EC2 action that changes something, and another site's page's changes, are
+    refused before any secret is checked: a page firing them cannot lock a user out."""
+    client = limited.test_client()
+    run = "/?Action=RunInstances&Version=2016-11-15&ImageId=x&InstanceType=t3.micro&MinCount=1&MaxCount=1"
+    for n in range(3 * PER_KEY):
+        assert client.get(run, **at("192.0.2.1")).status_code == 401
+        cross = client.post("/v1/keypairs", json={"name": "x"}, headers={"Sec-Fetch-Site": "cross-site"},
+                            **at("192.0.2.1"))
+        expect_error(cross, 403, "CrossSiteRequest")
+    assert client.get("/v1/instances", **at("192.0.2.1")).status_code == 200
