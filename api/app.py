@@ -7,13 +7,15 @@ import logging
 
 from flask import Flask
 from flask_smorest import Api
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from computed import __version__
 from computed.clock import Clock
 from computed.service import Service
 from computed.settings import Settings
 
-from . import access_keys, auth, billing, budgets, catalog, console, docs, ec2, errors, hosts, instances, keypairs, metrics, ports
+from . import (access_keys, auth, billing, budgets, catalog, console, csrf, docs, ec2, errors, hosts, instances, keypairs,
+               metrics, ports, ratelimit)
 from .schemas import ErrorResponseSchema
 
 #: the default of the api_max_body setting (the limit of a request's body)
@@ -23,7 +25,8 @@ MAX_BODY = Settings.api_max_body
 #: how a caller authenticates (api.auth): either will do
 SECURITY_SCHEMES = {
     "basic": {"type": "http", "scheme": "basic",
-              "description": "an access key id as the user name and its secret as the password"},
+              "description": "an access key id as the user name and its secret as the password "
+                             "(on the EC2 API for its read-only actions only)"},
     "sigv4": {"type": "apiKey", "in": "header", "name": "Authorization",
               "description": "AWS Signature Version 4 (service 'computed' or 'ec2', the service's region), "
                              "in this header or as a presigned URL's X-Amz-* query parameters"},
@@ -60,12 +63,17 @@ def create_app(config: Settings | dict | None = None, service: Service | None = 
     metrics.register(app)
     console.register(app)  # /console/: the web console
     errors.register(app)
+    csrf.register(app)  # before authentication: another site's page changes nothing
     auth.register(app)
+    ratelimit.register(app)
 
     @app.get("/health")
     def health():
         # reconciled: the service has squared its store with libvirt and the disk since it started
         return {"status": "ok", "version": __version__, "reconciled": service.reconciled.is_set()}
 
+    hops = service.settings.trusted_proxies
+    if hops:  # believe X-Forwarded-For, -Proto and -Host from that many proxies, no more
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     logging.getLogger("computed").setLevel(logging.INFO)
     return app

@@ -2,13 +2,16 @@
 its docs page; /metrics with the ``[metrics] public`` setting) carries credentials, checked
 before the view runs.
 
-- HTTP Basic: the access key id as user name, the secret as password (``curl -u``).
+- HTTP Basic: the access key id as user name, the secret as password (``curl -u``); on
+  the EC2 API for read-only actions only (``api.csrf``). No 401 asks for it
+  (``WWW-Authenticate: Basic``): a browser would cache it for other sites' pages to use.
 - AWS Signature Version 4, in the ``Authorization`` header or a presigned query string
   (boto3, the AWS CLI), for the REST and the EC2 API alike.
 - The web console's session cookie (``api.console_session``), for ``/v1`` and the console
   only, when no ``Authorization`` header is sent; a request that may change something also
   needs the console's header (CSRF). The console's page, assets and login are public.
 
+Failures are limited per source and per key id (``api.ratelimit``: 429 past the limit).
 Any failure is ``AuthFailure`` (401) with one message whatever went wrong: an unknown,
 deleted or inactive key, a wrong secret or signature, a clock skew over 15 minutes, an
 expired presigned URL. The key is read from the store at every request (nothing is
@@ -25,7 +28,7 @@ from flask import Flask, g, request
 from computed.accounts.registry import Caller, KeyLookup
 from computed.errors import AuthFailure
 
-from . import console_session, sigv4
+from . import console_session, csrf, ratelimit, sigv4
 from .service import service
 
 log = logging.getLogger(__name__)
@@ -111,14 +114,18 @@ def authenticate() -> None:
         return
     query = sigv4.parse_query(request.query_string)
     if sigv4.is_signed(request.headers, query):
-        g.caller = _signed(query)
+        with ratelimit.counted(ratelimit.signed_key_id(query)):
+            g.caller = _signed(query)
     elif request.authorization is not None and request.authorization.type == "basic":
-        g.caller = _basic()
+        csrf.refuse_basic_for_ec2_changes()
+        with ratelimit.counted(request.authorization.username):
+            g.caller = _basic()
     elif request.headers.get("Authorization", "").strip()[:6].lower() == "basic ":
-        raise AuthFailure(FAILED)  # Basic credentials werkzeug cannot decode: wrong, not missing
-    elif ("Authorization" not in request.headers and console_session.COOKIE in request.cookies
+        with ratelimit.counted(None):  # Basic credentials werkzeug cannot decode: wrong, not missing
+            raise AuthFailure(FAILED)
+    elif ("Authorization" not in request.headers and console_session.cookie_name() in request.cookies
           and console_session.applies(request.path)):
-        g.caller = _session(request.cookies[console_session.COOKIE])
+        g.caller = _session(request.cookies[console_session.cookie_name()])
     else:
         raise AuthFailure(MISSING)
 

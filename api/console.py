@@ -27,10 +27,9 @@ from werkzeug.exceptions import NotFound, UnsupportedMediaType
 from computed.accounts.registry import Caller
 from computed.errors import AuthFailure, InvalidParameterValue
 
-from . import console_session
+from . import console_session, ratelimit
 from .auth import FAILED, check_secret, current_caller
 from .console_session import (
-    COOKIE,
     HEADER,
     LIFETIME,
     MISSING_HEADER,
@@ -107,13 +106,14 @@ def login():
     if not isinstance(key_id, str) or not isinstance(secret, str):
         raise AuthFailure(FAILED)
     try:
-        caller = check_secret(key_id.strip(), secret, through="console")
+        with ratelimit.counted(key_id.strip()):
+            caller = check_secret(key_id.strip(), secret, through="console")
     except AuthFailure:
         log.info("refused a console login from %s", request.remote_addr)  # never the key id or secret
         raise
     token, session = sessions().issue(service().console_sessions.open(key_id.strip(), LIFETIME))
     response = jsonify(_who(caller, session))
-    response.set_cookie(COOKIE, token, max_age=int(LIFETIME.total_seconds()), expires=session.expires, path="/",
+    response.set_cookie(console_session.cookie_name(), token, max_age=int(LIFETIME.total_seconds()), expires=session.expires, path="/",
                         secure=request.is_secure, httponly=True, samesite="Strict")
     log.info("console login: account %s", caller.name)
     return response
@@ -122,7 +122,7 @@ def login():
 @blp.get("/console/session")
 def whoami():
     """Who is logged in, and until when (the cookie's session); 401 if no one."""
-    token = request.cookies.get(COOKIE)
+    token = request.cookies.get(console_session.cookie_name())
     return _who(current_caller(), console_session.current(token) if token else None)
 
 
@@ -131,13 +131,13 @@ def logout():
     """Log out: the session ends in the store, so a copy of the cookie no longer counts
     either, and the cookie is deleted. Without a live session, only the latter."""
     _require_header()
-    token = request.cookies.get(COOKIE)
+    token = request.cookies.get(console_session.cookie_name())
     session = console_session.current(token) if token else None
     if session is not None:
         service().console_sessions.close(session.id)
         log.info("console logout")
     response = Response(status=204)
-    response.delete_cookie(COOKIE, path="/", secure=request.is_secure, httponly=True, samesite="Strict")
+    response.delete_cookie(console_session.cookie_name(), path="/", secure=request.is_secure, httponly=True, samesite="Strict")
     return response
 
 
@@ -145,9 +145,6 @@ def _headers(response: Response) -> Response:
     if request.path == console_session.PREFIX or request.path.startswith(console_session.PREFIX + "/"):
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
-    if response.status_code == 401 and (request.headers.get(HEADER) or COOKIE in request.cookies):
-        # the console shows its own login form: no browser's Basic dialog over it
-        response.headers.pop("WWW-Authenticate", None)
     return response
 
 

@@ -8,7 +8,8 @@ cookie at once, in every service process on the store.
 own calls only (never the EC2 API or /metrics), looking the access key up again on every
 request: a key that is gone ends its sessions at once. A request the cookie authenticates
 that may change something (any method but GET and HEAD) must also carry ``X-Computed-Console:
-1``, which a cross-site form cannot send (the cookie is ``SameSite=Strict`` as well)."""
+1``, which a cross-site form cannot send (the cookie is ``SameSite=Strict`` as well). Over
+HTTPS the cookie is ``Secure`` and named ``__Host-computed_console`` (``cookie_name``)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import current_app
+from flask import current_app, request
 from itsdangerous import BadData, URLSafeSerializer
 
 from computed.accounts.console_sessions import Login
@@ -27,6 +28,9 @@ from computed.accounts.secret_box import read_or_create_key
 from .service import service
 
 COOKIE = "computed_console"
+#: the cookie's name over HTTPS: the browser keeps it only if Secure, Path=/ and no Domain,
+#: so no page of another subdomain or of plain HTTP can set or shadow it
+SECURE_COOKIE = "__Host-" + COOKIE
 HEADER = "X-Computed-Console"
 LIFETIME = dt.timedelta(hours=12)
 KEY_FILE = Path("secrets") / "console-session.key"
@@ -104,6 +108,13 @@ def current(token: str) -> Session | None:
     if session is None or not svc.console_sessions.is_open(session.id, session.access_key_id):
         return None
     return session
+
+
+def cookie_name() -> str:
+    """The session cookie's name for this request: over HTTPS (as the request arrived, or as
+    a trusted proxy says: the ``[api] trusted_proxies`` setting) the ``__Host-`` one, which
+    is Secure; only that one counts there."""
+    return SECURE_COOKIE if request.is_secure else COOKIE
 
 
 def is_public(path: str, method: str) -> bool:

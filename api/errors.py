@@ -78,10 +78,9 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(ComputedError)
     def _computed(e: ComputedError):
-        response = error_response(e.code, e.message, e.status)
-        if e.status == 401:
-            response.headers["WWW-Authenticate"] = 'Basic realm="computed", charset="UTF-8"'
-        return response
+        # a 401 never carries a Basic challenge: a browser would prompt for the credentials,
+        # cache them and send them with every request another site's page makes (api.csrf)
+        return error_response(e.code, e.message, e.status)
 
     @app.errorhandler(HTTPException)
     def _http(e: HTTPException):

@@ -59,6 +59,17 @@ def _positive(value) -> int:
     return number
 
 
+def _count(value) -> int:
+    """A whole number, 0 included."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, str)
+                                                                        and not value.strip().isdigit()):
+        raise ValueError("must be a whole number, 0 or more")
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be a whole number, 0 or more")
+    return number
+
+
 def _port(value) -> int:
     number = _positive(value)
     if number > 65535:
@@ -186,6 +197,12 @@ SETTINGS = (
     Setting("api_threads", "api", "threads", "COMPUTED_API_THREADS", 8, _positive),
     Setting("api_max_body", "api", "max_body_bytes", "COMPUTED_API_MAX_BODY", 1024 * 1024, _positive),
     Setting("metrics_public", "metrics", "public", "COMPUTED_METRICS_PUBLIC", False, _flag),
+    Setting("trusted_proxies", "api", "trusted_proxies", "COMPUTED_TRUSTED_PROXIES", 0, _count),
+    Setting("auth_failures_per_source", "api", "auth_failures_per_source", "COMPUTED_AUTH_FAILURES_PER_SOURCE", 10,
+            _positive),
+    Setting("auth_failures_per_key", "api", "auth_failures_per_key", "COMPUTED_AUTH_FAILURES_PER_KEY", 20, _positive),
+    Setting("auth_failure_window", "api", "auth_failure_window_seconds", "COMPUTED_AUTH_FAILURE_WINDOW", 300,
+            _positive),
 )
 
 
@@ -266,6 +283,15 @@ class Settings:
     api_max_body: int = 1024 * 1024
     #: /metrics without credentials (for a Prometheus on the same machine); else admins only
     metrics_public: bool = False
+    #: reverse proxies in front of the API whose X-Forwarded-For/-Proto/-Host are believed
+    #: (werkzeug's ProxyFix, that many hops); 0: none, the headers are ignored
+    trusted_proxies: int = 0
+    #: failed authentications (Basic, SigV4, console login) from one source address (an IPv6
+    #: /64) or claiming one access key id, within auth_failure_window seconds, after which
+    #: both answer 429 with Retry-After until the window ends (per service process)
+    auth_failures_per_source: int = 10
+    auth_failures_per_key: int = 20
+    auth_failure_window: int = 300
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:

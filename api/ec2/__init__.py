@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from computed.errors import ComputedError, InvalidParameterValue, MissingParameter
 
 from ..errors import too_large_message
+from ..ratelimit import TooManyFailures
 from . import catalog, instances, keypairs, tags, xml  # noqa: F401  (the action modules register their actions)
 from .context import ACTIONS, request_id
 from .errors import InvalidAction, MissingAction, NoSuchVersion, UnsupportedHttpVerb, wire_status
@@ -71,6 +72,13 @@ def query_api():
 @blp.errorhandler(ComputedError)
 def _computed_error(e: ComputedError):
     return xml.error(e.code, e.message, request_id(), wire_status(e.status))
+
+
+@blp.errorhandler(TooManyFailures)
+def _too_many_failures(e: TooManyFailures):
+    # 429 with Retry-After (api.ratelimit), not the 503 of EC2's own RequestLimitExceeded:
+    # the client is to wait that long, not to retry at once
+    return xml.error(e.code, e.message, request_id(), 429)
 
 
 @blp.errorhandler(HTTPException)

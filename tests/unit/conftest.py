@@ -215,8 +215,11 @@ def settings(tmp_path: Path, store_backend: str, request) -> Settings:
         store["database_url"] = request.getfixturevalue("new_postgres_database")()
     low, high = find_free_ports(100)  # a window unlikely to collide with a parallel run
     # the test driver's host has 16 CPUs and 3 GiB: room for 24 t3.micro with this overcommit
+    # tables of wrong credentials from one test client: the failure limit (tests of its own:
+    # tests/unit/api/test_ratelimit.py) is out of their way
     return Settings.load({"COMPUTED_VAR_DIR": str(tmp_path)}, libvirt_uri=TEST_URI, ssh_ports=(low, high),
-                         boot_timeout=5, stop_timeout=2, workers=2, memory_overcommit=8.0, **store)
+                         boot_timeout=5, stop_timeout=2, workers=2, memory_overcommit=8.0,
+                         auth_failures_per_source=100_000, auth_failures_per_key=100_000, **store)
 
 
 @pytest.fixture

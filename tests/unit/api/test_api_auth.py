@@ -1,7 +1,7 @@
 """Authentication and tenancy on the REST API.
 
-- Every endpoint the OpenAPI document lists answers 401 ``AuthFailure`` (with a
-  ``WWW-Authenticate: Basic`` challenge) to a request without valid credentials, and its
+- Every endpoint the OpenAPI document lists answers 401 ``AuthFailure`` (with no
+  ``WWW-Authenticate: Basic`` challenge: api.csrf) to a request without valid credentials, and its
   message never says which part was wrong; the public pages need no credentials.
 - Accounts see and act on their own instances, key pairs, client tokens and usage only;
   another account's resource answers exactly as one that does not exist. An admin sees all.
@@ -98,9 +98,9 @@ def endpoints(client) -> list[tuple[str, str]]:
 
 
 def auth_failure(response, expect_error) -> str:
-    """The message of a 401 AuthFailure with a Basic challenge."""
+    """The message of a 401 AuthFailure, which invites no browser's Basic dialog."""
     message = expect_error(response, 401, "AuthFailure")
-    assert response.headers.get("WWW-Authenticate", "").startswith("Basic "), response.headers
+    assert "basic" not in response.headers.get("WWW-Authenticate", "").lower(), response.headers
     return message
 
 
@@ -303,7 +303,7 @@ def test_client_tokens_are_per_account(tenants):
 
 HOST_OPERATIONS = {("GET", "/v1/hosts"), ("POST", "/v1/hosts"), ("GET", "/v1/hosts/{name}"),
                    ("DELETE", "/v1/hosts/{name}"), ("POST", "/v1/hosts/{name}/disable"),
-                   ("POST", "/v1/hosts/{name}/enable")}
+                   ("POST", "/v1/hosts/{name}/enable"), ("POST", "/v1/hosts/{name}/rotate-key")}
 #: operations anyone may call for their own account, and only an admin for another's (the
 #: 403 of naming another account: tests/unit/billing/test_api_budgets.py,
 #: tests/unit/api/test_api_access_keys.py)
@@ -341,6 +341,7 @@ def test_admin_only_operations_refuse_other_accounts(tenants, expect_error, case
     assert admin.post("/v1/hosts/node-2/disable").get_json()["enabled"] is False
     assert admin.get("/v1/hosts/node-2").status_code == 200
     assert admin.post("/v1/hosts/node-2/enable").get_json()["enabled"] is True
+    assert admin.post("/v1/hosts/node-2/rotate-key").get_json()["host"] == "node-2"
     assert admin.delete("/v1/hosts/node-2").status_code == 204
     assert hosts() == before
 

@@ -157,7 +157,7 @@ def test_login_sets_a_signed_session_cookie_without_the_secret(app, settings):
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
 
     over_https = login(app.test_client(), key_id, secret, base_url="https://localhost")
-    assert set_cookie(over_https)[COOKIE]["secure"] is True
+    assert set_cookie(over_https)[console_session.SECURE_COOKIE]["secure"] is True  # and __Host- (test_proxy.py)
 
     who = client.get("/console/session", auth=None, headers=with_cookie(token))
     assert who.status_code == 200 and who.get_json()["account_name"] == "tester"

@@ -1,5 +1,6 @@
 """Hostile and odd input, to the REST API and (where it applies) the EC2 Query API, through
-the Flask test client signed in with HTTP Basic (the EC2 API at / with form posts).
+the Flask test client signed in with HTTP Basic (the EC2 API at / with form posts signed
+with SigV4).
 
 Every bad request is a clear 4xx -- REST: exactly ``{"error": {"code", "message"}}``;
 EC2: its XML error -- never a 500 (the test client fails a test at once on any 500), and
@@ -25,6 +26,7 @@ from computed.virt.domain_xml import METADATA_NS
 from computed.compute.launch import MAX_USER_DATA
 from computed.store.models import UsageEvent
 from computed.settings import Settings, SettingsError
+from tests.unit.api.test_api_auth import sigv4
 
 VERSION = "2016-11-15"
 EC2_NS = {"ec2": "http://ec2.amazonaws.com/doc/2016-11-15/"}
@@ -37,9 +39,14 @@ PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEV9iLq7m+ZTGe1wQp6Dd1LQn4sR0m
 # -- helpers -------------------------------------------------------------------------------
 
 def ec2(client, action: str, data: bytes | None = None, **params):
-    """An EC2 Query API call as a form post (DATA: a raw body instead of PARAMS)."""
+    """An EC2 Query API call as a form post (DATA: a raw body instead of PARAMS), signed with
+    SigV4 as the test account (HTTP Basic takes no EC2 action that changes something)."""
     body = data if data is not None else urlencode({"Action": action, "Version": VERSION, **params}).encode()
-    return client.post("/", data=body, content_type=FORM)
+    key_id, secret = client.application.config["TEST_AUTH"]
+    region = client.application.extensions["computed"].settings.region
+    path, headers = sigv4("POST", "/", key_id, secret, region, body=body, headers={"Content-Type": FORM},
+                          service="ec2")
+    return client.post(path, data=body, headers=headers, auth=None)
 
 
 def ec2_error(response, code: str | set[str], status: int = 400) -> str:

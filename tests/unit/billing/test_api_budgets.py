@@ -14,6 +14,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
+from urllib.parse import urlencode
 
 import pytest
 from flask import Flask
@@ -28,6 +29,7 @@ from computed.clock import FakeClock
 from computed.store.engine import Database
 from computed.store.models import BudgetEvent
 from computed.service import Service
+from tests.unit.api.test_api_auth import sigv4
 
 T0 = dt.datetime(2026, 3, 10, 0, 0, tzinfo=dt.UTC)
 SIZES = """currency = "USD"
@@ -191,8 +193,13 @@ def test_stop_stops_only_that_accounts_instances_and_refuses_launch_and_start(en
     assert "budget of 3.00 USD" in message and "4.00 USD" in message and "2026-04-01 00:00 UTC" in message
     expect_error(e.client.post(f"/v1/instances/{mine[0]}/start"), 409, "BudgetExceeded")
     expect_error(e.client.post(f"/v1/instances/{mine[0]}/start", auth=admin), 409, "BudgetExceeded")
-    ec2 = e.client.post("/", data={"Action": "RunInstances", "Version": "2016-11-15", "InstanceType": "unit",
-                                   "MinCount": "1", "MaxCount": "1"})
+    # the EC2 API takes RunInstances signed (SigV4) only
+    body = urlencode({"Action": "RunInstances", "Version": "2016-11-15", "InstanceType": "unit",
+                      "MinCount": "1", "MaxCount": "1"}).encode()
+    key_id, secret = e.app.config["TEST_AUTH"]
+    path, headers = sigv4("POST", "/", key_id, secret, e.svc.settings.region, body=body, service="ec2",
+                          headers={"Content-Type": "application/x-www-form-urlencoded"}, at=e.clock.now())
+    ec2 = e.client.post(path, data=body, headers=headers, auth=None)
     assert ec2.status_code == 400 and b"<Code>BudgetExceeded</Code>" in ec2.data
     e.launch(auth=other)  # another account launches as before
     assert e.svc.instances.count() == 4  # nothing of the refused launches was left behind
