@@ -21,11 +21,11 @@ The console's own calls are same-origin, and its cookie's CSRF defence (the
 
 from __future__ import annotations
 
-from flask import Flask, g, request
+from flask import Flask, request
 
 from computed.errors import AuthFailure, ComputedError
 
-from .ec2.params import parse_request
+from .ec2.context import request_pairs
 
 #: methods that change nothing on the REST API
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -48,12 +48,8 @@ BASIC_ON_EC2 = ("HTTP Basic is accepted on the EC2 API for read-only actions (De
 
 def ec2_actions() -> list[str]:
     """The Action parameters of an EC2 request, from its query and form body (parsed as the
-    EC2 API parses them: at most its number of parameters, else MalformedQueryString);
-    once per request."""
-    if "ec2_actions" not in g:
-        body = request.get_data(cache=True) if request.mimetype == FORM else b""
-        g.ec2_actions = [value for name, value in parse_request(request.query_string, body) if name == "Action"]
-    return g.ec2_actions
+    EC2 API parses them: at most its number of parameters, else MalformedQueryString)."""
+    return [value for name, value in request_pairs() if name == "Action"]
 
 
 def ec2_read_only() -> bool:

@@ -18,16 +18,15 @@ from computed.errors import ComputedError, InvalidParameterValue, MissingParamet
 from ..errors import too_large_message
 from ..ratelimit import TooManyFailures
 from . import catalog, instances, keypairs, tags, xml  # noqa: F401  (the action modules register their actions)
-from .context import ACTIONS, request_id
+from .context import ACTIONS, FORM, request_id, request_pairs
 from .errors import InvalidAction, MissingAction, NoSuchVersion, UnsupportedHttpVerb, wire_status
-from .params import Params, parse_request
+from .params import Params
 
 log = logging.getLogger(__name__)
 
 VERSION = "2016-11-15"
 #: every method is routed here, so that even a wrong one is answered in EC2's XML
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-FORM = "application/x-www-form-urlencoded"
 HTTP_CODES = {400: "InvalidParameterValue", 401: "AuthFailure", 403: "UnauthorizedOperation",
               404: "InvalidAction", 405: "UnsupportedHttpVerb", 413: "RequestEntityTooLarge",
               415: "InvalidParameterValue", 429: "RequestLimitExceeded"}
@@ -36,12 +35,9 @@ blp = Blueprint("ec2", __name__)
 
 
 def read_params() -> Params:
-    # the raw body first: authentication verified its signature over these same bytes,
-    # and request.form must never consume the stream
-    body = request.get_data(cache=True)
-    if body and request.mimetype != FORM:
+    if request.mimetype != FORM and request.get_data(cache=True):
         raise InvalidParameterValue(f"the body must be {FORM} (got {request.mimetype or 'no type'})")
-    return Params(parse_request(request.query_string, body))
+    return Params(request_pairs())
 
 
 @blp.route("/", methods=METHODS)
