@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,9 +71,12 @@ class SealingRotation:
 def _one_at_a_time(key_file: Path) -> Iterator[None]:
     """Two rotations of one key file at once would drop each other's key: they take turns."""
     key_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(key_file.with_name(f".{key_file.name}.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    fd = os.open(key_file.with_name(f".{key_file.name}.lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(fd)  # and the lock with it
 
 
 def rotate_sealing_key(db: Database, key_file: Path) -> SealingRotation:

@@ -81,6 +81,8 @@ def read_keys(path: Path, generate: Callable[[], bytes]) -> tuple[list[bytes], t
         before = file_identity(path)
         keys = [line.strip() for line in path.read_bytes().splitlines() if line.strip()]
         if file_identity(path) == before:  # not replaced while we read it
+            if not keys:
+                raise ValueError(f"{path} holds no key: restore it from its backup")
             return keys, before
 
 

@@ -198,3 +198,12 @@ def test_a_stale_sessions_reads_and_signs_with_the_rotated_key(app, settings, se
 def dt_hours(n: int):
     import datetime as dt
     return dt.timedelta(hours=n)
+
+
+def test_rotations_leave_only_0600_files_in_the_secrets_directory(app, settings, service):
+    assert rotate(settings, "rotate-sealing-key").exit_code == 0
+    assert rotate(settings, "rotate-console-key").exit_code == 0
+    files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (settings.var_dir / "secrets").iterdir()}
+    assert {"access-keys.key", "console-session.key"} <= set(files)
+    assert not [n for n in files if n.endswith(".new")]  # no temporary file left behind
+    assert set(files.values()) == {0o600}, files
