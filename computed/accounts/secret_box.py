@@ -48,12 +48,20 @@ def read_or_create_key(path: Path, generate: Callable[[], bytes]) -> bytes:
 
 def write_keys(path: Path, keys: Sequence[bytes]) -> None:
     """KEYS in PATH, one a line, replacing what was there at once (a temporary file, mode
-    0600 from the start, renamed over it: a reader sees the old file or the new one)."""
+    0600 from the start, renamed over it: a reader sees the old file or the new one). The
+    new file keeps the old one's owner: root rotating the key of a service that runs as
+    another user must not leave it a file it cannot read."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        owner = path.stat()
+    except FileNotFoundError:
+        owner = None
     temp = path.with_name(f".{path.name}.{os.getpid()}.new")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(fd, 0o600)  # a leftover temp file keeps its mode through O_CREAT
+        if owner is not None and (owner.st_uid, owner.st_gid) != (os.geteuid(), os.getegid()):
+            os.fchown(fd, owner.st_uid, owner.st_gid)
         with os.fdopen(fd, "wb") as f:
             f.write(b"".join(k + b"\n" for k in keys))
             f.flush()

@@ -207,3 +207,17 @@ def test_rotations_leave_only_0600_files_in_the_secrets_directory(app, settings,
     assert {"access-keys.key", "console-session.key"} <= set(files)
     assert not [n for n in files if n.endswith(".new")]  # no temporary file left behind
     assert set(files.values()) == {0o600}, files
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file away")
+@pytest.mark.parametrize("which, name", [("rotate-sealing-key", KEY_FILE), ("rotate-console-key", CONSOLE_KEY_FILE)])
+def test_a_rotation_by_root_keeps_the_key_files_owner(app, settings, service, which, name):
+    """The service may run as another user than the operator who rotates (root): the new
+    file is still the service's to read."""
+    key_file = settings.var_dir / name
+    if not key_file.exists():
+        assert rotate(settings, which).exit_code == 0
+    os.chown(key_file, 4242, 4343)
+    assert rotate(settings, which).exit_code == 0
+    st = key_file.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (4242, 4343, 0o600)
