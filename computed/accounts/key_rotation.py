@@ -83,8 +83,12 @@ def rotate_sealing_key(db: Database, key_file: Path) -> SealingRotation:
     """A new sealing key in KEY_FILE, every sealed secret of DB sealed again with it, and
     the old keys dropped from the file (the steps above)."""
     with _one_at_a_time(key_file):
-        old, _ = read_keys(key_file, Fernet.generate_key)
-        old_box = MultiFernet([Fernet(k) for k in old])
+        try:
+            old, _ = read_keys(key_file, Fernet.generate_key)
+            old_box = MultiFernet([Fernet(k) for k in old])
+        except ValueError as e:  # an empty file, or a line that is no Fernet key
+            raise RotationRefused(f"{key_file} is not a key file of this service ({e}); "
+                                  "nothing was changed: restore it from its backup") from None
         with db.reading() as s:
             rows = list(s.execute(select(AccessKey.id, AccessKey.sealed_secret)))
         unopened = [key_id for key_id, sealed in rows if not _opens(old_box, sealed)]

@@ -221,3 +221,16 @@ def test_a_rotation_by_root_keeps_the_key_files_owner(app, settings, service, wh
     assert rotate(settings, which).exit_code == 0
     st = key_file.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (4242, 4343, 0o600)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a key\n"])
+def test_a_damaged_key_file_refuses_the_rotation_unchanged(settings, service, two_keys, content):
+    key_file = settings.var_dir / KEY_FILE
+    key_file.write_bytes(content)
+    before_rows = stored(service)
+    result = CliRunner(env={"COMPUTED_VAR_DIR": str(settings.var_dir),
+                            "COMPUTED_DATABASE_URL": settings.database_url}).invoke(
+        cli, ["secrets", "rotate-sealing-key"])
+    assert result.exit_code == 1 and result.exception.__class__ is SystemExit, result.output
+    assert "is not a key file of this service" in result.output
+    assert key_file.read_bytes() == content and stored(service) == before_rows
