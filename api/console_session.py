@@ -1,8 +1,9 @@
 """The web console's sessions (``api.console``): a signed cookie that names a login kept in
 the store (``computed.accounts.console_sessions``), its access key and when it ends, never the
 secret, under a key of the service's own (``<state>/secrets/console-session.key``, mode
-0600, made on first use). Logging out deletes the login, which ends every copy of the
-cookie at once, in every service process on the store.
+0600, made on first use; ``computed secrets rotate-console-key`` replaces it and ends every
+login: ``computed.accounts.key_rotation``). Logging out deletes the login, which ends every
+copy of the cookie at once, in every service process on the store.
 
 ``api.auth`` takes the cookie as a third way to authenticate, for ``/v1`` and the console's
 own calls only (never the EC2 API or /metrics), looking the access key up again on every
@@ -14,7 +15,7 @@ HTTPS the cookie is ``Secure`` and named ``__Host-computed_console`` (``cookie_n
 from __future__ import annotations
 
 import datetime as dt
-import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from itsdangerous import BadData, URLSafeSerializer
 
 from computed.accounts.console_sessions import Login
 from computed.errors import ComputedError
-from computed.accounts.secret_box import read_or_create_key
+from computed.accounts.key_rotation import CONSOLE_KEY_FILE, new_console_key
+from computed.accounts.secret_box import file_identity, read_keys
 
 from .service import service
 
@@ -33,7 +35,7 @@ COOKIE = "computed_console"
 SECURE_COOKIE = "__Host-" + COOKIE
 HEADER = "X-Computed-Console"
 LIFETIME = dt.timedelta(hours=12)
-KEY_FILE = Path("secrets") / "console-session.key"
+KEY_FILE = CONSOLE_KEY_FILE
 PREFIX = "/console"
 SESSION_PATH = "/console/session"
 ASSETS = "/console/assets/"
@@ -61,29 +63,47 @@ class Session:
 
 
 class Sessions:
-    """Makes and checks session cookies with the key in KEY_PATH."""
+    """Makes and checks session cookies with the key in KEY_PATH, read again when it was
+    replaced (a rotation, by any process): before signing a login's cookie, and when a
+    cookie's signature fails (a stat, then a read only if the file changed)."""
 
     def __init__(self, key_path: Path):
         self.key_path = key_path
+        self._lock = threading.Lock()
         self._serializer: URLSafeSerializer | None = None
+        self._identity: tuple[int, ...] | None = None
 
-    def _signer(self) -> URLSafeSerializer:
-        if self._serializer is None:
-            key = read_or_create_key(self.key_path, lambda: secrets.token_urlsafe(48).encode())
-            self._serializer = URLSafeSerializer(key, salt=SALT)
+    def _load(self) -> URLSafeSerializer:
+        keys, identity = read_keys(self.key_path, new_console_key)
+        serializer = URLSafeSerializer(keys[0], salt=SALT)
+        with self._lock:
+            self._serializer, self._identity = serializer, identity
+        return serializer
+
+    def _signer(self, fresh: bool = False) -> URLSafeSerializer:
+        if self._serializer is None or fresh and file_identity(self.key_path) != self._identity:
+            return self._load()
         return self._serializer
 
     def issue(self, login: Login) -> tuple[str, Session]:
-        """The cookie's value for a LOGIN the store has just opened."""
+        """The cookie's value for a LOGIN the store has just opened (signed with the file's
+        key as it is now, after the login's row was written: see ``key_rotation``)."""
         session = Session(login.id, login.access_key_id, login.expires_at)
         payload = {"s": login.id, "k": login.access_key_id, "e": int(login.expires_at.timestamp())}
-        return self._signer().dumps(payload), session
+        return self._signer(fresh=True).dumps(payload), session
+
+    def _loads(self, token: str):
+        try:
+            return self._signer().loads(token)
+        except BadData:
+            pass
+        return self._signer(fresh=True).loads(token)  # a key rotated since we read it
 
     def read(self, token: str, now: dt.datetime) -> Session | None:
         """The session TOKEN stands for, or None if it is not one of ours or has expired
         (whether the store still has it is ``current``'s question)."""
         try:
-            data = self._signer().loads(token)
+            data = self._loads(token)
         except BadData:  # a bad signature, or (ours, never) a bad payload
             return None
         if (not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("s", "k"))

@@ -17,6 +17,7 @@ from .keypairs import keypair
 from .ports import port
 from .remote import exec_, ssh
 from .report import report
+from .secrets import secrets
 from .serve import serve
 
 
@@ -50,6 +51,7 @@ cli.add_command(exec_)
 cli.add_command(report)
 cli.add_command(backup)
 cli.add_command(budget)
+cli.add_command(secrets)
 
 
 def main() -> None:
