@@ -97,12 +97,14 @@ def qemu_user(user: str | None = None, group: str | None = None, qemu_conf: Path
 
 
 def _own(path: Path | int, mode: int, gid: int | None) -> None:
-    if gid is not None and gid != os.stat(path).st_gid:
+    st = os.stat(path)
+    if gid is not None and gid != st.st_gid:
         try:
             os.chown(path, -1, gid)
         except PermissionError:
             pass  # not root: reach_problems says what QEMU cannot reach
-    os.chmod(path, mode)
+    if stat.S_IMODE(st.st_mode) != mode:
+        os.chmod(path, mode)
 
 
 def make_dir(path: Path, mode: int, gid: int | None = None, exist_ok: bool = True) -> Path:
@@ -190,3 +192,16 @@ def prepare_state(var_dir: Path, instances_dir: Path, who: QemuUser | None, imag
     make_dir(instances_dir, QEMU_DIR, gid)
     for name in private_files:
         restrict(var_dir / name, PRIVATE_FILE)
+    for root in instances_dir.iterdir():  # instances made before their files had these modes
+        if root.is_dir() and not root.is_symlink():
+            tighten_instance(root, gid)
+
+
+def tighten_instance(root: Path, gid: int | None) -> None:
+    """An instance directory's own modes for it and its files (a running guest's disk and
+    seed are QEMU's user's by then: a mode change keeps them usable)."""
+    restrict(root, QEMU_DIR, gid)
+    modes = {"disk.qcow2": QEMU_WRITE, "seed.iso": QEMU_READ}
+    for path in root.iterdir():
+        if path.is_file() and not path.is_symlink():
+            restrict(path, modes.get(path.name, PRIVATE_FILE), gid if path.name in modes else None)

@@ -94,6 +94,21 @@ def test_existing_store_and_config_are_made_private(permissive_umask, tmp_path):
     assert mode(tmp_path / "instances") == 0o750
 
 
+@needs_qemu_user
+def test_instances_made_before_are_made_private(tmp_path):
+    old = tmp_path / "instances" / "i-0123456789abcdef0"
+    old.mkdir(parents=True)
+    for name in ("disk.qcow2", "seed.iso", "console.log", "console.log.0"):
+        (old / name).write_bytes(b"x")
+        os.chmod(old / name, 0o644)
+    os.chmod(old, 0o755)
+    file_access.prepare_state(tmp_path, tmp_path / "instances", QEMU)
+    assert (mode(old), group(old)) == (0o750, QEMU.group)
+    assert (mode(old / "disk.qcow2"), group(old / "disk.qcow2")) == (0o660, QEMU.group)
+    assert (mode(old / "seed.iso"), group(old / "seed.iso")) == (0o640, QEMU.group)
+    assert mode(old / "console.log") == mode(old / "console.log.0") == 0o600
+
+
 def test_state_dir_is_private_when_qemu_needs_nothing_in_it(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     file_access.prepare_state(tmp_path / "var", elsewhere / "instances", QEMU, image_library=elsewhere / "images")
