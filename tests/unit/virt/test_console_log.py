@@ -43,3 +43,13 @@ def test_problems_name_what_to_change(tmp_path):
     qemu.write_text('stdio_handler = "file"\n')
     [handler] = console_log.logd_problems(8 * MIB, qemu, logd)
     assert 'stdio_handler = "logd"' in handler and str(qemu) in handler
+
+
+def test_console_api_reads_across_rotation(client, launch, wait, service):
+    iid = launch()["instances"][0]["id"]
+    wait()
+    log = service.provisioner.files(iid).console
+    log.with_name("console.log.0").write_bytes(b"older boot\n")
+    log.write_bytes(b"latest line\n")
+    body = client.get(f"/v1/instances/{iid}/console").get_json()
+    assert body["output"] == "older boot\nlatest line\n"
