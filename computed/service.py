@@ -21,6 +21,7 @@ from computed.compute.faults import Faults
 from computed.hosts.registry import Hosts
 from computed.compute.instances import Instances
 from computed.compute.keypairs import KeyPairs
+from computed.virt import file_access
 from computed.virt.driver import HostDriver
 from computed.virt.guest_firewall import GuestFirewall, GuestFirewallError
 from .housekeeping import Housekeeping
@@ -46,7 +47,9 @@ class Service:
     def __init__(self, settings: Settings, clock: Clock | None = None):
         self.settings = settings
         self.clock = clock or Clock()
-        settings.instances_dir.mkdir(parents=True, exist_ok=True)
+        self.qemu = file_access.qemu_user(settings.qemu_user, settings.qemu_group)
+        file_access.prepare_state(settings.var_dir, settings.instances_dir, self.qemu,
+                                  image_library=settings.image_library)
         self.db = Database(settings.database_url)
         self.images = ImageLibrary(settings.image_library)
         self.sizes = SizeCatalog.load(settings.sizes_file)

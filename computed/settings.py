@@ -152,6 +152,8 @@ SETTINGS = (
             lambda var: f"sqlite:///{var / 'computed.db'}"),
     Setting("libvirt_uri", "libvirt", "uri", "COMPUTED_LIBVIRT_URI", "qemu:///system"),
     Setting("domain_type", "libvirt", "domain_type", "COMPUTED_DOMAIN_TYPE", "auto", _choice("auto", "kvm", "qemu")),
+    Setting("qemu_user", "libvirt", "qemu_user", "COMPUTED_QEMU_USER", None),
+    Setting("qemu_group", "libvirt", "qemu_group", "COMPUTED_QEMU_GROUP", None),
     Setting("network_mode", "network", "mode", "COMPUTED_NETWORK_MODE", "user", _choice("user")),
     Setting("ssh_host", "network", "ssh_host", "COMPUTED_SSH_HOST", "127.0.0.1"),
     Setting("ssh_ports", "network", "ssh_ports", "COMPUTED_SSH_PORTS", (42200, 42999), _port_range),
@@ -162,6 +164,8 @@ SETTINGS = (
     Setting("instances_dir", "instances", "dir", "COMPUTED_INSTANCES_DIR", lambda var: var / "instances", Path),
     Setting("terminated_retention", "instances", "terminated_retention_seconds",
             "COMPUTED_TERMINATED_RETENTION", 3600, _positive),
+    Setting("console_log_max_bytes", "instances", "console_log_max_bytes", "COMPUTED_CONSOLE_LOG_MAX_BYTES",
+            8 * 1024 * 1024, _positive),
     Setting("boot_timeout", "instances", "boot_timeout_seconds", "COMPUTED_BOOT_TIMEOUT", 600, _positive),
     Setting("stop_timeout", "instances", "stop_timeout_seconds", "COMPUTED_STOP_TIMEOUT", 120, _positive),
     Setting("sizes_file", "instances", "sizes_file", "COMPUTED_SIZES_FILE", None, Path),
@@ -223,6 +227,10 @@ class Settings:
     libvirt_uri: str = "qemu:///system"
     #: kvm | qemu | auto (auto probes whether KVM really boots a guest)
     domain_type: str = "auto"
+    #: whom libvirt runs QEMU as, and its group (None: as /etc/libvirt/qemu.conf says, else
+    #: libvirt-qemu or qemu): the instances' files are readable by that group only
+    qemu_user: str | None = None
+    qemu_group: str | None = None
     #: user: QEMU user-mode networking, SSH forwarded from a port on ssh_host
     network_mode: str = "user"
     ssh_host: str = "127.0.0.1"
@@ -237,6 +245,9 @@ class Settings:
     guest_forbidden_ranges: tuple[Network, ...] = _networks(",".join(DEFAULT_GUEST_FORBIDDEN))
     #: per-instance disks, seeds and console logs
     instances_dir: Path = Path()
+    #: the most an instance's console log files may hold together, in bytes: ``serve``
+    #: refuses to start if the local virtlogd (which rotates them) would let them grow more
+    console_log_max_bytes: int = 8 * 1024 * 1024
     #: how long a terminated instance stays visible, in seconds
     terminated_retention: int = 3600
     #: how long a launch may take to answer SSH before it is ended as failed, in seconds

@@ -32,6 +32,7 @@ def read_or_create_key(path: Path, generate: Callable[[], bytes]) -> bytes:
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)  # root's alone, whatever the umask
     key = generate()
     temp = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

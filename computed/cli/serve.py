@@ -9,6 +9,7 @@ import click
 from computed.accounts.registry import ADMIN_CREDENTIALS_FILE
 from computed.settings import Settings
 from computed.store.engine import shown_url
+from computed.virt import local_host
 
 
 @click.command()
@@ -22,6 +23,10 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     from api.app import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    found = local_host.problems(settings)
+    if found:
+        raise click.ClickException("the local libvirtd cannot run guests safely from these settings:\n- "
+                                   + "\n- ".join(found))
     host = host or settings.api_host
     port = port or settings.api_port
     app = create_app(settings)

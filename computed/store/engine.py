@@ -9,6 +9,7 @@ transactions there are REPEATABLE READ, READ ONLY: one snapshot, as in SQLite's 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +35,22 @@ def shown_url(url: str) -> str:
         return f"{str(url).partition(':')[0]}:(a URL that does not parse)"
 
 
+def private_sqlite_file(path: Path) -> None:
+    """The store's file made (empty, a valid database) or kept, root's alone (0600) with
+    its -wal and -shm, whatever the umask: SQLite gives those the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        try:
+            os.chmod(f"{path}{suffix}", 0o600)
+        except FileNotFoundError:
+            pass
+
+
 def make_engine(url: str) -> Engine:
     try:
         make_url(url)
@@ -41,7 +58,7 @@ def make_engine(url: str) -> Engine:
         raise ArgumentError(f"the database URL cannot be read: {shown_url(url)}") from None
     if url.startswith("sqlite"):
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite_file(Path(url.removeprefix("sqlite:///")))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")

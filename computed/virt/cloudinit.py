@@ -5,6 +5,7 @@ as a read-only virtio disk."""
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pycdlib
@@ -36,7 +37,11 @@ def write_seed(dest: Path, meta: str, user_data: str | bytes = b"", network_conf
             iso_name = "/" + name.replace("-", "").upper() + ".;1"
             iso.add_fp(io.BytesIO(data), len(data), iso_path=iso_name, rr_name=name, joliet_path="/" + name)
         tmp = Path(dest).with_suffix(".tmp")
-        iso.write(str(tmp))
+        # the user data is the tenant's: root's alone whatever the umask (the caller may widen it)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            iso.write_fp(f)
     finally:
         iso.close()
     tmp.replace(dest)

@@ -17,7 +17,7 @@ import paramiko
 from images.manifest import Manifest, ManifestError
 from images.library import ImageBuild
 
-from . import cloudinit, domain_xml, ssh
+from . import cloudinit, domain_xml, file_access, ssh
 from computed.compute.faults import Faults
 from computed.hosts.registry import DEFAULT_HOST, Hosts, is_local
 from .driver import Capabilities, HostDriver
@@ -59,7 +59,8 @@ class Provisioner:
         self.faults = faults or Faults()
         self.firewall = firewall or GuestFirewall(settings)
         self.store = store_id(settings.database_url)
-        self.shared = SharedStorage(settings.instances_dir)
+        qemu = file_access.qemu_user(settings.qemu_user, settings.qemu_group)
+        self.shared = SharedStorage(settings.instances_dir, qemu.gid if qemu else None)
 
     @property
     def default_driver(self) -> HostDriver:

@@ -12,6 +12,7 @@ Either way the provisioner gets the paths *on the host* that the domain's XML na
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -20,9 +21,10 @@ from typing import Protocol
 
 from images.library import ImageBuild
 
-from . import cloudinit
+from . import cloudinit, console_log
 from .driver import HostDriver
 from .errors import LaunchError
+from .file_access import PRIVATE_FILE, QEMU_DIR, QEMU_READ, QEMU_WRITE, create_file, make_dir, restrict
 
 
 @dataclass(frozen=True)
@@ -78,10 +80,12 @@ class InstanceFiles:
 
 
 class SharedStorage:
-    """Files under this machine's instances directory; images read where the store keeps them."""
+    """Files under this machine's instances directory; images read where the store keeps them.
+    Modes as ``file_access`` has them, with QEMU_GID (QEMU's group) where QEMU opens them."""
 
-    def __init__(self, instances_dir: Path):
+    def __init__(self, instances_dir: Path, qemu_gid: int | None = None):
         self.root = instances_dir
+        self.qemu_gid = qemu_gid
 
     def files(self, instance_id: str) -> InstanceFiles:
         return InstanceFiles(self.root / instance_id)
@@ -89,16 +93,24 @@ class SharedStorage:
     def create(self, instance_id: str, image: ImageBuild, disk_gib: int, seed: Seed, undo,
                faults=None) -> HostPaths:
         files = self.files(instance_id)
-        files.root.mkdir(parents=True, exist_ok=False)
+        make_dir(self.root, QEMU_DIR, self.qemu_gid)
+        try:
+            os.mkdir(files.root, 0o700)
+        except FileExistsError:
+            raise LaunchError(f"the instance's directory {files.root} exists already") from None
         undo.push("instance directory", lambda: shutil.rmtree(files.root, ignore_errors=True))
-        files.root.chmod(0o755)
         if faults:
             faults.point("launch.directory")
+        # the directory is root's alone until each file has its mode
         overlay(image, files.disk, disk_gib)
+        restrict(files.disk, QEMU_WRITE, self.qemu_gid)
         if faults:
             faults.point("launch.disk")
         cloudinit.write_seed(files.seed, seed.meta_data, seed.user_data, vendor_data=seed.vendor_data)
-        files.console.touch()
+        restrict(files.seed, QEMU_READ, self.qemu_gid)
+        # virtlogd (root) writes it; QEMU never opens it
+        create_file(files.console, PRIVATE_FILE)
+        restrict(files.root, QEMU_DIR, self.qemu_gid)
         return HostPaths(kernel=str(image.artifact_path("kernel")), initrd=str(image.artifact_path("initrd")),
                          disk=str(files.disk), seed=str(files.seed), console=str(files.console))
 
@@ -111,7 +123,7 @@ class SharedStorage:
         return {p.name for p in self.root.iterdir() if p.is_dir()}
 
     def console(self, instance_id: str, limit: int) -> str:
-        return tail(self.files(instance_id).console, limit)
+        return console_log.tail(self.files(instance_id).console, limit)
 
 
 def overlay(image: ImageBuild, dest: Path, disk_gib: int) -> None:
@@ -122,17 +134,6 @@ def overlay(image: ImageBuild, dest: Path, disk_gib: int) -> None:
                              str(dest), str(size)], capture_output=True, text=True)
     if result.returncode != 0:
         raise LaunchError(f"creating the instance's disk failed: {result.stderr.strip()}")
-
-
-def tail(path: Path, limit: int) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(0, 2)
-            size = f.tell()
-            f.seek(max(0, size - limit))
-            return f.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return ""
 
 
 def for_host(host, driver: HostDriver, instances_dir: Path, db) -> Storage:

@@ -18,9 +18,9 @@ copy of a volume runs at a time (a lock per volume). Two processes copying the s
 one host at the same moment can make each other's launch fail (each deletes the copy it
 finds half-written, or finds the name taken), never boot from a copy cut short.
 
-Permissions: libvirt runs QEMU as its own user. The pools' directories are 0755 and image
-volumes 0644 (read-only bases any guest may read); an instance's volumes are 0600, and
-libvirt's DAC driver hands them to QEMU's user while the guest runs."""
+Permissions: QEMU runs as libvirt's user. Images: pool 0755, volumes 0644 (read-only bases
+any guest may read); instances: pool 0711 (nobody lists it), volumes 0600, handed to QEMU's
+user by libvirt's DAC driver while the guest runs; virtlogd (root) writes the console's."""
 
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ import os
 import re
 import tempfile
 import threading
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +41,7 @@ from images.library import ImageBuild
 from computed.virt import cloudinit
 from computed.errors import ServiceUnavailable
 from .connection import LibvirtDriver
+from .storage_xml import pool_xml, volume_xml
 from computed.store.models import HostImage
 from computed.virt.errors import LaunchError
 from computed.virt.storage import HostPaths, Seed
@@ -52,9 +52,11 @@ log = logging.getLogger(__name__)
 IMAGE_ROLES = {"disk": ".qcow2", "kernel": ".kernel", "initrd": ".initrd"}
 #: an instance's volumes: role -> name suffix after "<instance id>-"
 INSTANCE_VOLUMES = {"disk": "disk.qcow2", "seed": "seed.iso", "console": "console.log"}
-INSTANCE_VOLUME = re.compile(r"(.+)-(" + "|".join(re.escape(s) for s in INSTANCE_VOLUMES.values()) + r")")
+#: (virtlogd renames a full console log to console.log.0, .0 to .1...: virt/console_log.py)
+INSTANCE_VOLUME = re.compile(r"(.+)-(" + "|".join(re.escape(s) for s in INSTANCE_VOLUMES.values()) + r")(\.\d+)?")
 CHUNK = 1 << 20
 POOL_MODE = "0755"  # QEMU's user must reach the files in it
+INSTANCES_POOL_MODE = "0711"  # QEMU's user goes through; no other user lists the instances
 IMAGE_MODE = "0644"  # a shared, read-only base
 PRIVATE_MODE = "0600"  # the instance's own; libvirt hands it to QEMU's user while it runs
 
@@ -82,31 +84,6 @@ def image_volume_name(role: str, artifact: dict) -> str:
 def _hex(sha: str) -> str:
     """A manifest's checksum as bare hex digits (it may carry a "sha256:" prefix)."""
     return sha.removeprefix("sha256:").lower()
-
-
-def pool_xml(name: str, path: Path) -> str:
-    pool = ET.Element("pool", {"type": "dir"})
-    ET.SubElement(pool, "name").text = name
-    target = ET.SubElement(pool, "target")
-    ET.SubElement(target, "path").text = str(path)
-    ET.SubElement(ET.SubElement(target, "permissions"), "mode").text = POOL_MODE
-    return ET.tostring(pool, encoding="unicode")
-
-
-def volume_xml(name: str, capacity: int, fmt: str, mode: str, backing: str | None = None) -> str:
-    vol = ET.Element("volume")
-    ET.SubElement(vol, "name").text = name
-    ET.SubElement(vol, "capacity", {"unit": "bytes"}).text = str(capacity)
-    target = ET.SubElement(vol, "target")
-    ET.SubElement(target, "format", {"type": fmt})
-    ET.SubElement(ET.SubElement(target, "permissions"), "mode").text = mode
-    if fmt == "qcow2":
-        ET.SubElement(target, "compat").text = "1.1"  # as qemu-img makes them (shared mode's overlays)
-    if backing is not None:
-        store = ET.SubElement(vol, "backingStore")
-        ET.SubElement(store, "path").text = backing
-        ET.SubElement(store, "format", {"type": "qcow2"})  # never probed: a guest's disk could claim any format
-    return ET.tostring(vol, encoding="unicode")
 
 
 def _code(e: libvirt.libvirtError) -> int:
@@ -139,7 +116,8 @@ class CopyStorage:
                 if not make:
                     return None
                 try:
-                    pool = conn.storagePoolDefineXML(pool_xml(name, path), 0)
+                    mode = POOL_MODE if name == self.images_pool else INSTANCES_POOL_MODE
+                    pool = conn.storagePoolDefineXML(pool_xml(name, path, mode), 0)
                     log.info("host %s: defined the storage pool %s at %s", self.host_name, name, path)
                 except libvirt.libvirtError as defining:
                     # another process of the service defined it meanwhile: use that one
@@ -356,10 +334,11 @@ class CopyStorage:
             if pool is None:
                 return
             self._refresh(pool)
-            for role in INSTANCE_VOLUMES:
-                vol = self._volume(pool, self._name(instance_id, role))
-                if vol is not None:
-                    self._delete(vol)
+            for name in pool.listVolumes():
+                if (m := INSTANCE_VOLUME.fullmatch(name)) and m.group(1) == instance_id:
+                    vol = self._volume(pool, name)
+                    if vol is not None:
+                        self._delete(vol)
 
     def instance_ids(self) -> set[str]:
         with self._reaching("listing the instances' files") as conn:
@@ -372,14 +351,20 @@ class CopyStorage:
     def console(self, instance_id: str, limit: int) -> str:
         with self._reaching("reading the console of " + instance_id) as conn:
             pool = self._pool(conn, self.instances_pool, make=False)
-            vol = self._volume(pool, self._name(instance_id, "console")) if pool is not None else None
-            if vol is None:
+            if pool is None:
                 return ""
-            size = self._size(vol)
-            if not size:
-                return ""  # gone, or nothing written yet (a length of 0 means "to the end" to libvirt)
-            offset = max(0, size - limit)
-            return b"".join(self._chunks(conn, vol, offset, size - offset)).decode("utf-8", "replace")
+            name = self._name(instance_id, "console")
+            data = self._tail(conn, self._volume(pool, name), limit)
+            if len(data) < limit:  # the rest in the file virtlogd last rotated to, listed once re-read
+                self._refresh(pool)
+                data = self._tail(conn, self._volume(pool, name + ".0"), limit - len(data)) + data
+            return data.decode("utf-8", "replace")
+
+    def _tail(self, conn: libvirt.virConnect, vol: libvirt.virStorageVol | None, limit: int) -> bytes:
+        size = self._size(vol) if vol is not None else None
+        if not size:  # gone, or empty (a length of 0 means "to the end" to libvirt)
+            return b""
+        return b"".join(self._chunks(conn, vol, max(0, size - limit), min(size, limit)))
 
     @contextmanager
     def _reaching(self, what: str) -> Iterator[libvirt.virConnect]:

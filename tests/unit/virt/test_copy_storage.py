@@ -206,8 +206,8 @@ def test_instance_volumes_layer_on_the_copied_disk(libvirtd, make_storage, image
     assert b"CIDATA" in iso.upper() and IDS[0].encode() in iso and b"ssh-ed25519 AAAA test" in iso
     assert Path(paths.console).stat().st_size == 0
     # QEMU's user reaches the files (the DAC driver hands it the instance's own while it runs)
-    for d in (storage_dir / "images", storage_dir / "instances"):
-        assert stat.S_IMODE(d.stat().st_mode) == 0o755
+    assert stat.S_IMODE((storage_dir / "images").stat().st_mode) == 0o755
+    assert stat.S_IMODE((storage_dir / "instances").stat().st_mode) == 0o711  # nobody else lists it
     for path in (paths.kernel, paths.initrd, str(storage_dir / "images" / image_volumes(image)["disk"])):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
     for path in (paths.disk, paths.seed, paths.console):
@@ -318,6 +318,12 @@ def test_console_tail_listing_and_removal(libvirtd, make_storage, image, storage
     assert storage.console(IDS[0], 8) == "\ufffd ready\n"  # a character cut in two is replaced
     assert storage.console(IDS[0], 4096) == "boot line one\ncaf\u00e9 ready\n"
     assert storage.console("i-00000000000000fff", 100) == ""
+    # virtlogd rotated the log: the tail goes on into the older file
+    Path(a.console).rename(a.console + ".0")
+    Path(a.console).write_bytes(b"after rotation\n")
+    assert storage.console(IDS[0], 4096) == "boot line one\ncaf\u00e9 ready\nafter rotation\n"
+    assert storage.console(IDS[0], 22) == " ready\nafter rotation\n"
+    assert storage.console(IDS[0], 6) == "ation\n"
 
     # a file there that is not one of an instance's volumes names no instance
     (storage_dir / "instances" / "notes.txt").write_text("x")
