@@ -54,10 +54,11 @@ REFUSALS: dict[tuple[str, str], list[tuple[int, str, str]]] = {
         (400, "InvalidParameterValue", r"^tags\..*\.key: 1 to 128 characters, no control characters$"),
         (400, "InvalidParameterValue", r"^tag key .*reserved"),
         (400, "IdempotentParameterMismatch", ""), (400, "InstanceLimitExceeded", ""),
-        # forwarded ports: taken, or in the SSH range (a setting), or more than one instance's
-        (409, "InvalidPort.InUse", ""),
+        # forwarded ports: taken, in the SSH range or outside the forward range (settings), more
+        # than one instance's, or past the account's cap (a setting)
+        (409, "InvalidPort.InUse", ""), (400, "PortLimitExceeded", ""),
         (400, "InvalidParameterValue", r"(kept for the instances' SSH|can be named only when launching one|"
-                                       r"is asked for twice)"),
+                                       r"is asked for twice|outside the service's forward range)"),
     ],
     ("GET", "/v1/instances"): [(400, "InvalidParameterValue", r"^next_token is not one this service gave out$")],
     ("POST", "/v1/keypairs"): [(400, "InvalidKey.Format", ""), (409, "InvalidKeyPair.Duplicate", "")],
@@ -88,9 +89,12 @@ REFUSALS: dict[tuple[str, str], list[tuple[int, str, str]]] = {
     ("POST", "/v1/account/access-keys"): [(404, "InvalidAccountID.NotFound", ""), (409, "LimitExceeded", "")],
     **{(m, "/v1/account/access-keys/{access_key_id}"): [(404, "InvalidAccessKeyId.NotFound", "")]
        for m in ("GET", "PATCH", "DELETE")},
-    # an instance that does not exist or is in transition; a port taken, or in the SSH range
+    # an instance that does not exist or is in transition; a port taken, in the SSH range or
+    # outside the forward range (settings); past the account's cap
     **{(m, p): [(404, "", ""), (409, "IncorrectInstanceState", ""), (409, "InvalidPort.InUse", ""),
-                (400, "InvalidParameterValue", r"kept for the instances' SSH")] for m, p in (
+                (400, "PortLimitExceeded", ""),
+                (400, "InvalidParameterValue", r"(kept for the instances' SSH|outside the service's forward range)")]
+       for m, p in (
         ("GET", "/v1/instances/{instance_id}/ports"), ("POST", "/v1/instances/{instance_id}/ports"),
         ("DELETE", "/v1/instances/{instance_id}/ports/{host_port}"))},
     # a well-formed host name that names nothing, or the host of the known instance

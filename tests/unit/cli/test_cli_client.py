@@ -26,11 +26,13 @@ import pytest
 import requests
 from click.testing import CliRunner
 from sqlalchemy import select as sql_select
+from sqlalchemy import update
 
 from api.app import create_app
 from computed.virt import ssh as computed_ssh
 from computed.cli import cli
 from computed.settings import Settings
+from computed.store.models import Instance
 from images.library import ImageLibrary
 from tests.fakes import publish_with_disk
 from tests.cleanup import ADMIN, terminate_all
@@ -476,13 +478,18 @@ class FakeGuest:
 
 
 @pytest.fixture
-def guest(run, api, tmp_path):
+def guest(run, api, server, tmp_path):
     """A running instance launched with key pair k-guest (./k-guest.pem), and a FakeGuest on its SSH port."""
     assert run("keypair", "create", "k-guest").exit_code == 0
     instance_id = launched_id(run("launch", "--size", "t3.nano", "--key", "k-guest", "--no-wait"))
     inst = wait_state(api, instance_id, "running")
     assert inst["ssh"]["user"] == "debian"
+    service = server[1]
     server = FakeGuest(inst["ssh"]["port"], "debian", paramiko.PKey.from_path(tmp_path / "k-guest.pem"))
+    # the fake plays the guest: the store is told its host key is the one the service made
+    host_key = f"{server.host_key.get_name()} {server.host_key.get_base64()}"
+    with service.db.session() as s:
+        s.execute(update(Instance).where(Instance.id == instance_id).values(ssh_host_key=host_key))
     try:
         yield inst, server
     finally:
@@ -494,7 +501,7 @@ def guest(run, api, tmp_path):
 def test_exec_streams_output_and_exit_status(run, guest):
     inst, server = guest
     result = run("exec", inst["id"], "--", "echo", "hello", "-n", input=b"from stdin\n")
-    assert result.exit_code == 3
+    assert result.exit_code == 3, (result.stdout, result.stderr)
     assert result.stdout == "ran: echo hello -n\nfrom stdin\n"
     assert "to stderr" in result.stderr
     assert "has not answered SSH yet" in result.stderr  # the test driver never marks it ready

@@ -68,6 +68,12 @@ def test_with_outbound_the_firewall_is_installed_at_start_and_guests_are_not_res
     assert nft.installs == 1  # found in place, not installed again
 
 
+def detail(svc, instance_id: str) -> str:
+    """The detail of the instance's state reason, which admins see (tenants: an error id)."""
+    with svc.db.reading() as s:
+        return s.get(Instance, instance_id).state_reason_detail or ""
+
+
 def test_with_outbound_a_launch_is_refused_without_the_firewall(make_app, wait, nft, settings):
     nft.install_fails = "Error: Could not process rule: Operation not permitted"
     app = make_app(guest_outbound=True)  # the service starts all the same: admins can see and fix it
@@ -77,7 +83,8 @@ def test_with_outbound_a_launch_is_refused_without_the_firewall(make_app, wait, 
     wait(svc)
     inst = only(client)
     assert inst["state"]["name"] == "terminated"
-    reason = inst["state_reason"]["message"]
+    assert "the launch failed (error id e-" in inst["state_reason"]["message"]  # a tenant's view
+    reason = detail(svc, inst["id"])  # an admin's
     assert "guest outbound network is on" in reason and "Operation not permitted" in reason, reason
     assert "not started" in reason
     assert svc.default_driver.definition(f"computed-{inst['id']}") is None
@@ -97,8 +104,9 @@ def test_with_outbound_a_start_is_refused_when_the_firewall_is_gone(make_app, wa
     wait(svc)
     inst = only(client)
     assert inst["state"]["name"] == "stopped"
-    assert "start failed: guest outbound network is on" in inst["state_reason"]["message"]
-    assert "nft is broken here" in inst["state_reason"]["message"]
+    assert "the start failed (error id e-" in inst["state_reason"]["message"]
+    assert "guest outbound network is on" in detail(svc, instance_id)
+    assert "nft is broken here" in detail(svc, instance_id)
     assert svc.default_driver.state(f"computed-{instance_id}") == "shutoff"
 
     nft.install_fails = None  # fixed: the next start installs it and the guest starts
