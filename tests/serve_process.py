@@ -117,3 +117,13 @@ class ServeProcess:
         if not self._log.closed:
             self._log.close()
         return self.proc.returncode
+
+
+def shared_store_settings(database_url: str, var_dir: Path) -> dict[str, str]:
+    """The environment of service processes sharing the store at DATABASE_URL, on libvirt's
+    test driver, with a free SSH port range and no reconciliation during the test (each
+    process's test:///default is its own: see scripts/bench/schedule.py)."""
+    low, high = free_port_range(20, random.Random())
+    return {"COMPUTED_VAR_DIR": str(var_dir), "COMPUTED_DATABASE_URL": database_url,
+            "COMPUTED_LIBVIRT_URI": "test:///default", "COMPUTED_SSH_PORTS": f"{low}-{high}",
+            "COMPUTED_RECONCILE_INTERVAL": "3600"}

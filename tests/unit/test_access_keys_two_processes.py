@@ -15,7 +15,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
-from tests.serve_process import ServeProcess, free_port_range
+from tests.serve_process import ServeProcess, shared_store_settings
 
 pytestmark = [pytest.mark.postgresql]
 
@@ -32,17 +32,13 @@ def sigv4_get(url: str, key_id: str, secret: str, service: str) -> int:
 
 @pytest.mark.timeout(300)
 def test_a_key_deactivated_in_one_process_is_refused_by_the_other_at_once(new_postgres_database, tmp_path):
-    import random
-
     from computed.accounts.registry import KEY_FILE, Accounts
     from computed.accounts.secret_box import SecretBox
     from computed.store.engine import Database
 
     url = new_postgres_database()
     var = tmp_path / "var"
-    low, high = free_port_range(20, random.Random())
-    settings = {"COMPUTED_VAR_DIR": str(var), "COMPUTED_DATABASE_URL": url, "COMPUTED_LIBVIRT_URI": "test:///default",
-                "COMPUTED_SSH_PORTS": f"{low}-{high}", "COMPUTED_RECONCILE_INTERVAL": "3600"}
+    settings = shared_store_settings(url, var)
     db = Database(url)
     procs = []
     try:

@@ -9,13 +9,12 @@ and a login made through one is accepted by the other."""
 from __future__ import annotations
 
 import os
-import random
 
 import pytest
 import requests
 from click.testing import CliRunner
 
-from tests.serve_process import ServeProcess, free_port_range
+from tests.serve_process import ServeProcess, shared_store_settings
 from tests.unit.test_access_keys_two_processes import sigv4_get
 
 pytestmark = [pytest.mark.postgresql]
@@ -30,9 +29,7 @@ def test_keys_rotated_beside_two_serving_processes(new_postgres_database, tmp_pa
 
     url = new_postgres_database()
     var = tmp_path / "var"
-    low, high = free_port_range(20, random.Random())
-    settings = {"COMPUTED_VAR_DIR": str(var), "COMPUTED_DATABASE_URL": url, "COMPUTED_LIBVIRT_URI": "test:///default",
-                "COMPUTED_SSH_PORTS": f"{low}-{high}", "COMPUTED_RECONCILE_INTERVAL": "3600"}
+    settings = shared_store_settings(url, var)
     env = {k: None for k in os.environ if k.startswith("COMPUTED_")} | settings
     db = Database(url)
     procs = []

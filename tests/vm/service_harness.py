@@ -135,3 +135,18 @@ def domain_names() -> set[str]:
         return {d.name() for d in conn.listAllDomains()}
     finally:
         conn.close()
+
+
+def http_get(port: dict, timeout: float = 60) -> str:
+    """The body GET / answers at a forwarded PORT of the API's, retried while the server
+    in the guest is not up yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            response = requests.get(f"http://{port['host']}:{port['host_port']}/", timeout=10)
+            if response.status_code == 200:
+                return response.text
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, f"nothing answered at {port['host']}:{port['host_port']}"
+        time.sleep(1)

@@ -27,13 +27,12 @@ from pathlib import Path
 
 import paramiko
 import pytest
-import requests
 
 from computed.virt import ssh
 from computed.virt.guest_firewall import FAMILY, TABLE, GuestFirewall, qemu_user
 from tests.netns import HostListener, TestNetwork
 
-from .service_harness import RunningService
+from .service_harness import RunningService, http_get
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -90,17 +89,6 @@ def serve_http(client: paramiko.SSHClient, port: int, text: str) -> None:
     assert rc == 0, err or out
 
 
-def http_get(port: dict, timeout: float = 60) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            response = requests.get(f"http://{port['host']}:{port['host_port']}/", timeout=10)
-            if response.status_code == 200:
-                return response.text
-        except requests.RequestException:
-            pass
-        assert time.monotonic() < deadline, f"nothing answered at {port['host']}:{port['host_port']}"
-        time.sleep(1)
 
 
 def has_ipv6(client: paramiko.SSHClient) -> bool:

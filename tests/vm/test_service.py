@@ -15,7 +15,6 @@ import time
 
 import paramiko
 import pytest
-import requests
 
 import computed.compute.ports
 
@@ -23,7 +22,7 @@ from computed.virt import ssh
 from computed.hosts.addresses import port_is_free
 from images.library import ImageLibrary
 
-from .service_harness import RunningService, domain_names
+from .service_harness import RunningService, domain_names, http_get
 
 USER_DATA = "#cloud-config\nwrite_files:\n  - path: /var/tmp/from-user-data\n    content: \"via the API\\n\"\n"
 
@@ -72,19 +71,6 @@ def serve_in_container(client: paramiko.SSHClient, name: str, port: int, text: s
     run(client, f"podman run -d --name {name} -p {port}:8000 computed/busybox:latest sh -c {shlex.quote(script)}")
 
 
-def http_get(port: dict, timeout: float = 60) -> str:
-    """The body GET / answers at a forwarded PORT of the API's, retried while the server
-    in the guest is not up yet."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            response = requests.get(f"http://{port['host']}:{port['host_port']}/", timeout=10)
-            if response.status_code == 200:
-                return response.text
-        except requests.RequestException:
-            pass
-        assert time.monotonic() < deadline, f"nothing answered at {port['address']}"
-        time.sleep(1)
 
 
 def refused(port: dict) -> bool:
