@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from computed.accounts.access_keys import ACCOUNT_ID, KEY_ID, SERVICES, STATUSES
+from computed.accounts.access_keys import KEY_ID, SERVICES, STATUSES
+from computed.accounts.registry import ACCOUNT_ID
 
 from .schemas import Pattern, QuerySchema
 

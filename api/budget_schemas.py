@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate
 
+from computed.accounts.registry import ACCOUNT_ID
 from computed.billing.budgets import (
-    ACCOUNT_ID,
     ACTIONS,
     AMOUNT,
     MAX_AMOUNT,

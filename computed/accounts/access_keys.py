@@ -38,7 +38,7 @@ from computed.errors import (AccessKeyLimitExceeded, AccessKeyNotFound, AccountN
 from computed.store.engine import Database
 from computed.store.models import AccessKey, Account, ConsoleSession
 
-from .registry import KEY_ALPHABET, Caller, Credentials, new_access_key_id, new_secret, require_admin
+from .registry import KEY_ALPHABET, Caller, Credentials, addressed_account, new_access_key_id, new_secret, shown
 from .secret_box import SecretBox
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,6 @@ SERVICES = ("rest", "ec2", "console")
 #: how fresh a key's last use is kept: a key is written to at most once per this
 USE_RESOLUTION = dt.timedelta(minutes=1)
 KEY_ID = re.compile(f"AKCD[{KEY_ALPHABET}]{{16}}")
-ACCOUNT_ID = re.compile(r"[0-9]{12}")
 
 
 @dataclass(frozen=True)
@@ -71,12 +70,6 @@ class KeyInfo:
                    key.last_used_service)
 
 
-def _shown(text: object) -> str:
-    """TEXT as an error message may quote it: short, printable."""
-    text = str(text)
-    return repr(text[:40] + ("..." if len(text) > 40 else ""))
-
-
 class AccessKeys:
     def __init__(self, db: Database, box: SecretBox, clock: Clock):
         self.db = db
@@ -94,7 +87,7 @@ class AccessKeys:
         secret = new_secret()
         now = self.clock.now()
         with self.db.session() as s:  # writers take turns: the count cannot change under us
-            account = self._account(s, caller, account_id, "make access keys for another account")
+            account = addressed_account(s, caller, account_id, "make access keys for another account")
             count = s.scalar(select(func.count()).select_from(AccessKey).where(AccessKey.account_id == account.id))
             if count >= MAX_PER_ACCOUNT:
                 raise AccessKeyLimitExceeded(
@@ -114,7 +107,7 @@ class AccessKeys:
     def list(self, caller: Caller, account_id: str | None = None) -> list[KeyInfo]:
         """The keys of the caller's account (an admin's: ACCOUNT_ID's), oldest first."""
         with self.db.reading() as s:
-            account = self._account(s, caller, account_id, "see another account's access keys")
+            account = addressed_account(s, caller, account_id, "see another account's access keys")
             keys = s.scalars(select(AccessKey).where(AccessKey.account_id == account.id)
                              .order_by(AccessKey.created_at, AccessKey.id))
             return [KeyInfo.of(k) for k in keys]
@@ -127,7 +120,7 @@ class AccessKeys:
         """Make a key Active or Inactive. An inactive key authenticates nothing, its console
         logins end (at once, and for good: reactivating it does not bring them back)."""
         if status not in STATUSES:
-            raise InvalidParameterValue(f"status: {ACTIVE} or {INACTIVE}, not {_shown(status)}")
+            raise InvalidParameterValue(f"status: {ACTIVE} or {INACTIVE}, not {shown(status)}")
         with self.db.session() as s:
             key = self._key(s, caller, access_key_id)
             if status == INACTIVE and key.status == ACTIVE:
@@ -181,18 +174,6 @@ class AccessKeys:
     # -- helpers --------------------------------------------------------------------------
 
     @staticmethod
-    def _account(s: Session, caller: Caller, account_id: str | None, action: str) -> Account:
-        """The account a caller addresses: its own, or (admins only: 403 otherwise) another."""
-        if account_id is not None and account_id != caller.account_id:
-            require_admin(caller, action)
-            if not isinstance(account_id, str) or not ACCOUNT_ID.fullmatch(account_id):
-                raise AccountNotFound(f"the account {_shown(account_id)} does not exist (an account id is 12 digits)")
-        account = s.get(Account, account_id or caller.account_id)
-        if account is None:
-            raise AccountNotFound(f"the account {_shown(account_id or caller.account_id)} does not exist")
-        return account
-
-    @staticmethod
     def _key(s: Session, caller: Caller, access_key_id: str) -> AccessKey:
         """The key ACCESS_KEY_ID if the caller may act on it (its account's, or any for an
         admin); else not found, the same answer for another account's key as for none."""
@@ -200,7 +181,7 @@ class AccessKeys:
         if isinstance(access_key_id, str) and KEY_ID.fullmatch(access_key_id):
             key = s.get(AccessKey, access_key_id)
         if key is None or not caller.sees(key.account_id):
-            raise AccessKeyNotFound(f"the access key {_shown(access_key_id)} does not exist")
+            raise AccessKeyNotFound(f"the access key {shown(access_key_id)} does not exist")
         return key
 
     @staticmethod

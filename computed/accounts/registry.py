@@ -20,9 +20,10 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from computed.store.engine import Database
-from computed.errors import InvalidParameterValue, UnauthorizedOperation
+from computed.errors import AccountNotFound, InvalidParameterValue, UnauthorizedOperation
 from computed.store.models import AccessKey, Account
 from .secret_box import SecretBox
 
@@ -57,6 +58,29 @@ def require_admin(caller: Caller, action: str) -> None:
     ("manage hosts")."""
     if not caller.admin:
         raise UnauthorizedOperation(f"only an admin account may {action}; the account {caller.name} is not one")
+
+
+#: an account id: 12 digits (as AWS's)
+ACCOUNT_ID = re.compile(r"[0-9]{12}")
+
+
+def shown(text: object) -> str:
+    """TEXT as an error message may quote it: short, printable."""
+    text = str(text)
+    return repr(text[:40]) + ("..." if len(text) > 40 else "")
+
+
+def addressed_account(s: Session, caller: Caller, account_id: str | None, action: str) -> Account:
+    """The account a caller addresses: its own, or (admins only, to do ACTION: 403
+    otherwise) another; AccountNotFound for an id that names none."""
+    if account_id is not None and account_id != caller.account_id:
+        require_admin(caller, action)
+        if not isinstance(account_id, str) or not ACCOUNT_ID.fullmatch(account_id):
+            raise AccountNotFound(f"the account {shown(account_id)} does not exist (an account id is 12 digits)")
+    account = s.get(Account, account_id or caller.account_id)
+    if account is None:
+        raise AccountNotFound(f"the account {shown(account_id or caller.account_id)} does not exist")
+    return account
 
 
 @dataclass(frozen=True)

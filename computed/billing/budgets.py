@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .admission import BudgetAdmission, month_of
-from computed.accounts.registry import Caller, require_admin
+from computed.accounts.registry import Caller, addressed_account, shown
 from .reports import Billing
 from computed.clock import Clock
 from computed.store.engine import Database
@@ -57,7 +57,6 @@ MAX_AMOUNT = Decimal("999999999999.99")
 AMOUNT = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,2})?")  # PLACES, and MAX_AMOUNT's 12 digits
 MONTH = re.compile(r"[1-9][0-9]{3}-(?:0[1-9]|1[0-2])")
 STOPPED_CODE = "Client.BudgetExceeded"
-ACCOUNT_ID = re.compile(r"[0-9]{12}")
 
 
 def parse_amount(value: object) -> Decimal:
@@ -71,7 +70,7 @@ def parse_amount(value: object) -> Decimal:
     try:
         amount = Decimal(text)
     except InvalidOperation:
-        raise InvalidParameterValue(f"amount: {_shown(text)} is not a decimal number (write it like 25.00)") from None
+        raise InvalidParameterValue(f"amount: {shown(text)} is not a decimal number (write it like 25.00)") from None
     if not amount.is_finite():
         raise InvalidParameterValue("amount: must be a finite number")
     if amount < 0:
@@ -84,13 +83,9 @@ def parse_amount(value: object) -> Decimal:
     if amount.as_tuple().exponent < -PLACES:
         raise InvalidParameterValue(f"amount: at most {PLACES} decimal places")
     if not AMOUNT.fullmatch(text):
-        raise InvalidParameterValue(f"amount: {_shown(text)}: write digits with an optional decimal point, "
+        raise InvalidParameterValue(f"amount: {shown(text)}: write digits with an optional decimal point, "
                                     "such as 25.00 (no sign, exponent, spaces or separators)")
     return amount
-
-
-def _shown(text: str) -> str:
-    return repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
 
 
 def plain(amount: Decimal) -> str:
@@ -177,11 +172,11 @@ class Budgets:
                                             "name the budget's")
             currency = catalog
         elif currency not in known:
-            raise InvalidParameterValue(f"currency: the price catalog's is {', '.join(known)}, not {_shown(currency)} "
+            raise InvalidParameterValue(f"currency: the price catalog's is {', '.join(known)}, not {shown(currency)} "
                                         "(a budget is in the currency its spend is billed in)")
         now = self.clock.now()
         with self.db.session() as s:
-            account = self._account(s, caller, account_id)
+            account = addressed_account(s, caller, account_id, "see or change another account's budget")
             budget = s.get(Budget, account.id)
             if budget is None:
                 budget = Budget(account_id=account.id, action="notify", created_at=now)
@@ -193,7 +188,7 @@ class Budgets:
 
     def get(self, caller: Caller, account_id: str | None = None) -> Status:
         with self.db.reading() as s:
-            account = self._account(s, caller, account_id)
+            account = addressed_account(s, caller, account_id, "see or change another account's budget")
             budget = s.get(Budget, account.id)
         if budget is None:
             raise BudgetNotFound(f"the account {account.name} has no budget (set one with PUT /v1/budget)")
@@ -202,7 +197,7 @@ class Budgets:
     def remove(self, caller: Caller, account_id: str | None = None) -> None:
         """Remove the budget (its events stay); what it refused is allowed again at once."""
         with self.db.session() as s:
-            account = self._account(s, caller, account_id)
+            account = addressed_account(s, caller, account_id, "see or change another account's budget")
             budget = s.get(Budget, account.id)
             if budget is None:
                 raise BudgetNotFound(f"the account {account.name} has no budget")
@@ -214,19 +209,8 @@ class Budgets:
         whether or not it still has a budget."""
         month = check_month(month) if month is not None else month_of(self.clock.now())
         with self.db.reading() as s:
-            account = self._account(s, caller, account_id)
+            account = addressed_account(s, caller, account_id, "see or change another account's budget")
             return month, self._events(s, account.id, month)
-
-    def _account(self, s: Session, caller: Caller, account_id: str | None) -> Account:
-        """The account a caller addresses: its own, or (admins only: 403 otherwise) another."""
-        if account_id is not None and account_id != caller.account_id:
-            require_admin(caller, "see or change another account's budget")
-            if not ACCOUNT_ID.fullmatch(account_id):
-                raise AccountNotFound(f"the account {_shown(account_id)} does not exist (an account id is 12 digits)")
-        account = s.get(Account, account_id or caller.account_id)
-        if account is None:
-            raise AccountNotFound(f"the account {_shown(account_id or caller.account_id)} does not exist")
-        return account
 
     @staticmethod
     def _events(s: Session, account_id: str, month: str) -> list[BudgetEvent]:
