@@ -375,6 +375,8 @@ def test_stop_and_start_keep_an_instance_on_its_host_and_its_place(cluster, expe
     [inst] = c.launched()
     assert c.host_of(inst) == "c"
     c.idle()  # running
+    host_key = c.get(inst["id"])["ssh"]["host_key"]
+    assert host_key is not None
     assert c.client.post(f"/v1/instances/{inst['id']}/stop").status_code == 202
     c.idle()
     # every other slot taken: the stopped instance's place is kept for it
@@ -384,7 +386,9 @@ def test_stop_and_start_keep_an_instance_on_its_host_and_its_place(cluster, expe
     c.idle()
     again = c.get(inst["id"])
     assert again["state"]["name"] == "running"
-    assert (again["host"], again["ssh"]) == (inst["host"], inst["ssh"])
+    endpoint = ("host", "port", "user", "command")  # and its host key, made at the launch, is kept
+    assert (again["host"], {k: again["ssh"][k] for k in endpoint}) == (inst["host"], {k: inst["ssh"][k] for k in endpoint})
+    assert again["ssh"]["host_key"] == host_key
     domains = c.domains()
     assert domains["c"][inst["id"]] == "running"
     assert [n for n, on in domains.items() if inst["id"] in on] == ["c"]
